@@ -1,3 +1,75 @@
-fn main() {
-    println!("Hello, world!");
+//! hpc-rstudio: RStudio Server from a Rocker image under Apptainer or SingularityCE, on this node
+//! or as a SLURM batch job, with a password, private state and an SSH tunnel command.
+
+mod batch;
+mod cli;
+mod diagnose;
+mod error;
+mod http;
+mod image;
+mod launch;
+mod manage;
+mod paths;
+mod private_fs;
+mod probe;
+mod process;
+mod procs;
+mod resources;
+mod rserver;
+mod runtime;
+mod session;
+mod settings;
+mod shell;
+mod slurm;
+mod supervisor;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    // Files we create are private, whatever umask the user or the batch job has.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+
+    let result = match &cli.command {
+        Command::Run(args) => launch::run(args),
+        Command::Submit(args) => launch::submit(args),
+        Command::Script(args) => launch::script(args),
+        Command::Job(args) => launch::job(args),
+        Command::List(args) => manage::list(args),
+        Command::Status(args) => manage::status(args),
+        Command::Stop(args) => manage::stop(args),
+        Command::Logs(args) => manage::logs(args),
+        Command::Pull(args) => manage::pull(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error::report(&err);
+            err.kind.exit_code()
+        }
+    }
+}
+
+/// Logs go to stderr: warnings by default, lifecycle events inside a batch job (where they
+/// are the job's output), everything with --verbose. HPC_RSTUDIO_LOG takes a tracing filter.
+fn init_logging(cli: &Cli) {
+    let default = if cli.verbose {
+        "debug"
+    } else if matches!(cli.command, Command::Job(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HPC_RSTUDIO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hpc_rstudio={default}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

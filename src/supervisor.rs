@@ -1,0 +1,870 @@
+//! The supervisor: the process of ours that stays with a running server, in the foreground of
+//! `run` or as the batch job's main process. It prepares the session's private node-local
+//! directories, starts rserver in the container, waits until the server answers, and at the end
+//! tells every rsession to save its state (SIGUSR2) before it stops rserver and cleans up.
+
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::diagnose;
+use crate::error::{Error, Result};
+use crate::http::{self, Target};
+use crate::paths::User;
+use crate::private_fs::{create_private_dir, tail_lines, write_private};
+use crate::procs;
+use crate::rserver::{self, Listen};
+use crate::session::{Connection, Mode, ServerRecord, ServerState, SessionDir, SessionRecord, now};
+
+/// How long R sessions get to save their state after SIGUSR2.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long rserver gets to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often readiness is checked while the server starts.
+const READY_POLL: Duration = Duration::from_millis(250);
+/// How many times a lost race for a free port is retried with another port.
+const PORT_ATTEMPTS: u32 = 5;
+/// Host variables that would point R at the host's installation; they are not passed into the
+/// container (the runtime runs with --cleanenv), and the supervisor says so.
+const HOST_R_VARIABLES: &[&str] = &[
+    "R_HOME",
+    "R_LIBS",
+    "R_LIBS_USER",
+    "R_LIBS_SITE",
+    "RSTUDIO_WHICH_R",
+    "R_ENVIRON_USER",
+    "R_PROFILE_USER",
+    "LD_LIBRARY_PATH",
+    "CONDA_PREFIX",
+    "PYTHONPATH",
+];
+
+/// Something the supervisor waits for.
+enum Event {
+    Signal(i32),
+    /// The container process exited; the number tells which start it belonged to.
+    Exited(u32, ExitStatus),
+}
+
+/// The private node-local directories of one session.
+struct NodeDirs {
+    root: PathBuf,
+    run: PathBuf,
+    tmp: PathBuf,
+    var_lib: PathBuf,
+    logging_conf: PathBuf,
+}
+
+impl NodeDirs {
+    fn create(base: &Path, uid: u32, id: &str) -> Result<NodeDirs> {
+        // One directory per user, checked to be ours and closed, then one per session inside.
+        let user_root = base.join(format!("hpc-rstudio-{uid}"));
+        create_private_dir(&user_root)?;
+        let root = user_root.join(id);
+        create_private_dir(&root)?;
+        let dirs = NodeDirs {
+            run: root.join("run"),
+            tmp: root.join("tmp"),
+            var_lib: root.join("var-lib-rstudio-server"),
+            logging_conf: root.join("logging.conf"),
+            root,
+        };
+        for dir in [
+            &dirs.run,
+            &dirs.tmp,
+            &dirs.var_lib,
+            &dirs.run.join("hpc-rstudio"),
+        ] {
+            create_private_dir(dir)?;
+        }
+        Ok(dirs)
+    }
+
+    /// The host path of a path under the container's `/run`.
+    fn host_run_path(&self, container_path: &str) -> PathBuf {
+        self.run.join(container_path.trim_start_matches("/run/"))
+    }
+
+    fn bind_list(&self) -> String {
+        format!(
+            "{}:/run,{}:/tmp,{}:/var/lib/rstudio-server,{}:{}:ro",
+            self.run.display(),
+            self.tmp.display(),
+            self.var_lib.display(),
+            self.logging_conf.display(),
+            rserver::LOGGING_CONF
+        )
+    }
+}
+
+/// Where the session runs, as the supervisor sees it.
+pub struct Placement {
+    pub node: String,
+    pub cpus: Option<u32>,
+}
+
+impl Placement {
+    /// The node and CPUs from SLURM's job environment, else from this host.
+    pub fn detect(mode: Mode, cpus: Option<u32>) -> Placement {
+        let node =
+            std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| crate::paths::short_hostname());
+        let slurm_cpus = std::env::var("SLURM_CPUS_PER_TASK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .or_else(|| {
+                // SLURM_JOB_CPUS_PER_NODE can read "8(x2)" on multi-node jobs; the first number
+                // is this node's count.
+                let text = std::env::var("SLURM_JOB_CPUS_PER_NODE").ok()?;
+                text.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+        let cpus = match mode {
+            Mode::Batch => slurm_cpus.or(cpus),
+            Mode::Local => cpus.or(slurm_cpus).or_else(affinity_cpus),
+        };
+        Placement { node, cpus }
+    }
+}
+
+fn affinity_cpus() -> Option<u32> {
+    std::thread::available_parallelism()
+        .ok()
+        .map(|n| n.get() as u32)
+}
+
+/// Runs the session in `dir` until it is stopped. `report` receives lines for the user.
+pub fn supervise(
+    user: &User,
+    dir: &SessionDir,
+    record: &SessionRecord,
+    report: &dyn Fn(&Report),
+) -> Result<()> {
+    let placement = Placement::detect(record.mode, record.settings.cpus);
+    let mut supervisor = Supervisor::new(user, dir, record, placement)?;
+    let result = supervisor.run(report);
+    supervisor.cleanup();
+    if let Err(err) = &result {
+        supervisor.record_failure(err);
+    }
+    result
+}
+
+/// What the supervisor tells the user as the session goes.
+pub enum Report<'a> {
+    Starting { node: &'a str, port: Option<u16> },
+    Ready(&'a Connection),
+    Stopping(&'a str),
+    Stopped { reason: &'a str, suspended: u32 },
+}
+
+struct Supervisor<'a> {
+    user: &'a User,
+    dir: &'a SessionDir,
+    record: &'a SessionRecord,
+    placement: Placement,
+    nodes: Option<NodeDirs>,
+    server: ServerRecord,
+    child_pid: Option<i32>,
+    events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+    starts: u32,
+}
+
+impl<'a> Supervisor<'a> {
+    fn new(
+        user: &'a User,
+        dir: &'a SessionDir,
+        record: &'a SessionRecord,
+        placement: Placement,
+    ) -> Result<Self> {
+        let server = ServerRecord {
+            state: ServerState::Starting,
+            updated: now(),
+            node: placement.node.clone(),
+            supervisor_pid: std::process::id(),
+            port: None,
+            socket: None,
+            message: None,
+            log_lines: Vec::new(),
+            hint: None,
+            sessions_suspended: 0,
+            limits: effective_limits(),
+        };
+        dir.write_server(&server)?;
+        Ok(Supervisor {
+            user,
+            dir,
+            record,
+            placement,
+            nodes: None,
+            server,
+            child_pid: None,
+            events: mpsc::channel(),
+            starts: 0,
+        })
+    }
+
+    fn run(&mut self, report: &dyn Fn(&Report)) -> Result<()> {
+        // Orphans of the container (an rsession whose rserver died) are re-parented to us, so
+        // that cleanup can still find and stop them.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        self.listen_for_signals()?;
+        for line in &self.server.limits {
+            tracing::info!("limit: {line}");
+        }
+        let dropped: Vec<&str> = HOST_R_VARIABLES
+            .iter()
+            .copied()
+            .filter(|v| std::env::var_os(v).is_some())
+            .collect();
+        if !dropped.is_empty() {
+            tracing::info!("not passed into the container: {}", dropped.join(", "));
+        }
+
+        let settings = &self.record.settings;
+        let base = node_base(settings.node_tmp.as_deref());
+        let nodes = NodeDirs::create(&base, self.user.uid, &self.dir.id)?;
+        let password = random_password();
+        write_private(
+            &nodes.host_run_path(rserver::COOKIE_KEY),
+            random_hex(32).as_bytes(),
+        )?;
+        write_private(
+            &nodes.host_run_path(rserver::DATABASE_CONF),
+            rserver::database_conf().as_bytes(),
+        )?;
+        std::fs::write(&nodes.logging_conf, rserver::logging_conf())?;
+        let r_libs = self.r_libs_user()?;
+        let wrapper = nodes.host_run_path(rserver::RSESSION_WRAPPER);
+        crate::private_fs::write_atomic(
+            &wrapper,
+            rserver::rsession_wrapper(&self.dir.id, &r_libs.to_string_lossy()).as_bytes(),
+            0o700,
+        )?;
+        crate::shell::check_syntax(&wrapper)?;
+        self.nodes = Some(nodes);
+
+        let connection = self.start_until_ready(&password, report)?;
+        self.dir.write_connection(&connection)?;
+        self.set_state(ServerState::Ready, None)?;
+        report(&Report::Ready(&connection));
+
+        let reason = self.wait_for_end()?;
+        report(&Report::Stopping(&reason));
+        self.set_state(ServerState::Stopping, Some(reason.clone()))?;
+        let suspended = self.stop_server();
+        self.server.sessions_suspended = suspended;
+        self.set_state(ServerState::Stopped, Some(reason.clone()))?;
+        report(&Report::Stopped {
+            reason: &reason,
+            suspended,
+        });
+        Ok(())
+    }
+
+    fn listen_for_signals(&self) -> Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
+                .map_err(|err| Error::failed(format!("cannot install signal handlers: {err}")))?;
+        let sender = self.events.0.clone();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if sender.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The image-specific R library under HOME, created before start so that R uses it: a
+    /// shared HOME otherwise mixes packages built on the host with the image's R.
+    fn r_libs_user(&self) -> Result<PathBuf> {
+        let image = &self.record.image;
+        let name = match &image.reference {
+            Some(reference) => crate::image::cache_file_name(reference),
+            None => image
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let name = name.trim_end_matches(".sif").to_owned();
+        let r_version = self
+            .record
+            .probe
+            .r_version
+            .clone()
+            .unwrap_or_else(|| "R".to_owned());
+        let dir = self
+            .user
+            .home
+            .join("R/hpc-rstudio")
+            .join(name)
+            .join(r_version);
+        std::fs::create_dir_all(&dir)
+            .map_err(|err| Error::io("create R library directory", &dir, err))?;
+        Ok(dir)
+    }
+
+    /// Starts rserver and waits for it to answer, retrying on a lost port race.
+    fn start_until_ready(
+        &mut self,
+        password: &str,
+        report: &dyn Fn(&Report),
+    ) -> Result<Connection> {
+        let settings = &self.record.settings;
+        let mut tried = Vec::new();
+        loop {
+            let listen = if settings.socket {
+                Listen::Socket
+            } else {
+                let port = match settings.port {
+                    Some(port) => {
+                        check_pinned_port(&settings.www_address, port, &self.placement.node)?
+                    }
+                    None => choose_port(&settings.www_address, settings.port_range, &tried)?,
+                };
+                tried.push(port);
+                Listen::Tcp {
+                    address: settings.www_address.clone(),
+                    port,
+                }
+            };
+            let port = match &listen {
+                Listen::Tcp { port, .. } => Some(*port),
+                Listen::Socket => None,
+            };
+            self.server.port = port;
+            self.server.socket = matches!(listen, Listen::Socket)
+                .then(|| self.nodes().host_run_path(rserver::SOCKET));
+            self.set_state(ServerState::Starting, None)?;
+            report(&Report::Starting {
+                node: &self.placement.node,
+                port,
+            });
+
+            let started = Instant::now();
+            let generation = self.spawn(&listen, password)?;
+            match self.wait_until_ready(generation, &listen, started)? {
+                None => {
+                    return Ok(Connection {
+                        url: self.url(&listen),
+                        node: self.placement.node.clone(),
+                        port,
+                        socket: self.server.socket.clone(),
+                        user: self.user.name.clone(),
+                        password: password.to_owned(),
+                    });
+                }
+                Some(status) => {
+                    let lines = tail_lines(&self.dir.log_path(), 20);
+                    let lost_race = lines.iter().any(|l| l.contains("Address already in use"));
+                    if lost_race && settings.port.is_none() && (tried.len() as u32) < PORT_ATTEMPTS
+                    {
+                        tracing::warn!(port, "rserver lost the race for its port, trying another");
+                        continue;
+                    }
+                    return Err(exit_error(
+                        status,
+                        lines,
+                        &self.dir.log_path(),
+                        port,
+                        &self.placement.node,
+                    ));
+                }
+            }
+        }
+    }
+
+    fn nodes(&self) -> &NodeDirs {
+        self.nodes
+            .as_ref()
+            .expect("node directories are created before the server starts")
+    }
+
+    fn url(&self, listen: &Listen) -> String {
+        match listen {
+            Listen::Tcp { address, port } if address == "127.0.0.1" || address == "localhost" => {
+                format!("http://127.0.0.1:{port}/")
+            }
+            Listen::Tcp { port, .. } => format!("http://{}:{port}/", self.placement.node),
+            Listen::Socket => format!(
+                "unix:{}",
+                self.nodes().host_run_path(rserver::SOCKET).display()
+            ),
+        }
+    }
+
+    /// Starts the container; returns the number of this start.
+    fn spawn(&mut self, listen: &Listen, password: &str) -> Result<u32> {
+        let record = self.record;
+        let settings = &record.settings;
+        let args = rserver::arguments(
+            &record.probe,
+            settings,
+            &self.user.name,
+            self.user.uid,
+            listen,
+        )?;
+        let nodes = self.nodes();
+        let log_path = self.dir.log_path();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|err| Error::io("open log file", &log_path, err))?;
+        let log_err = log.try_clone()?;
+
+        let mut cmd = record.runtime.command();
+        cmd.args(["exec", "--cleanenv", "--bind"])
+            .arg(nodes.bind_list());
+        for bind in &settings.binds {
+            cmd.arg("--bind").arg(bind);
+        }
+        cmd.arg(&record.image.path)
+            .arg(crate::probe::RSERVER)
+            .args(&args);
+
+        // Settings reach the container through the runtime's own prefix, in the environment of
+        // the runtime process, so the password is never in any process's argv. Variables that
+        // would set other values inside the container are removed first.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("APPTAINERENV_") || key.starts_with("SINGULARITYENV_") {
+                cmd.env_remove(key.as_ref());
+            }
+        }
+        let prefix = record.runtime.env_prefix();
+        for (key, value) in self.container_env(password) {
+            cmd.env(format!("{prefix}{key}"), value);
+        }
+        cmd.current_dir(&self.user.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            // Its own process group, so that Ctrl-C reaches only us and we stop it in order.
+            .process_group(0);
+        tracing::debug!(command = %crate::process::display_argv(&cmd), "starting rserver");
+        let child = cmd.spawn().map_err(|err| {
+            Error::failed(format!(
+                "failed to start {}: {err}",
+                record.runtime.program.display()
+            ))
+        })?;
+        self.starts += 1;
+        self.child_pid = Some(child.id() as i32);
+        self.watch_child(child, self.starts);
+        Ok(self.starts)
+    }
+
+    fn watch_child(&self, mut child: Child, generation: u32) {
+        let sender = self.events.0.clone();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = sender.send(Event::Exited(generation, status));
+            }
+        });
+    }
+
+    /// The environment inside the container: explicit, and nothing else from the host.
+    fn container_env(&self, password: &str) -> Vec<(String, String)> {
+        let settings = &self.record.settings;
+        let mut env = vec![
+            ("USER".to_owned(), self.user.name.clone()),
+            ("LOGNAME".to_owned(), self.user.name.clone()),
+            ("PASSWORD".to_owned(), password.to_owned()),
+            ("LANG".to_owned(), settings.locale.clone()),
+            ("TZ".to_owned(), host_timezone()),
+            (
+                "RSTUDIO_SESSION_TIMEOUT".to_owned(),
+                settings.session_timeout_minutes.to_string(),
+            ),
+        ];
+        if let Some(cpus) = self.placement.cpus {
+            for key in [
+                "OMP_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS",
+            ] {
+                env.push((key.to_owned(), cpus.to_string()));
+            }
+        }
+        env.extend(settings.env.iter().cloned());
+        env
+    }
+
+    /// Waits for the server to answer HTTP. Returns `None` when it does, or the exit status
+    /// when the container exits first.
+    fn wait_until_ready(
+        &mut self,
+        generation: u32,
+        listen: &Listen,
+        started: Instant,
+    ) -> Result<Option<ExitStatus>> {
+        let target = match listen {
+            Listen::Tcp { port, .. } => Target::Tcp(SocketAddr::from(([127, 0, 0, 1], *port))),
+            Listen::Socket => Target::Unix(self.nodes().host_run_path(rserver::SOCKET)),
+        };
+        let timeout = Duration::from_secs(self.record.settings.start_timeout);
+        loop {
+            match self.events.1.recv_timeout(READY_POLL) {
+                Ok(Event::Exited(g, status)) if g == generation => {
+                    self.child_pid = None;
+                    return Ok(Some(status));
+                }
+                Ok(Event::Exited(..)) => {}
+                Ok(Event::Signal(signal)) => {
+                    let reason = format!("interrupted by {} while starting", signal_name(signal));
+                    self.stop_server();
+                    return Err(Error::failed(reason));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if http::get_status(&target, "/", Duration::from_secs(2)).is_some() {
+                        tracing::info!(
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "server answers"
+                        );
+                        return Ok(None);
+                    }
+                    if started.elapsed() > timeout {
+                        self.stop_server();
+                        return Err(Error::failed(format!(
+                            "rserver did not answer within {} s",
+                            timeout.as_secs()
+                        ))
+                        .with_details(tail_lines(&self.dir.log_path(), 10))
+                        .with_hint("raise --start-timeout if the node is slow, or read the log with `hpc-rstudio logs`"));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    unreachable!("the supervisor keeps a sender")
+                }
+            }
+        }
+    }
+
+    /// Waits until a signal asks us to stop, or the server exits. Returns the reason.
+    fn wait_for_end(&mut self) -> Result<String> {
+        loop {
+            match self.events.1.recv() {
+                Ok(Event::Signal(signal)) => {
+                    let reason = match signal {
+                        signal_hook::consts::SIGUSR2 => "the job's time limit is near".to_owned(),
+                        other => format!("received {}", signal_name(other)),
+                    };
+                    return Ok(reason);
+                }
+                Ok(Event::Exited(g, status)) if g == self.starts => {
+                    self.child_pid = None;
+                    let lines = tail_lines(&self.dir.log_path(), 20);
+                    return Err(
+                        Error::failed(format!("rserver exited unexpectedly ({status})"))
+                            .with_hint(diagnose::hint_for(&lines).unwrap_or_else(|| {
+                                format!("read the log: {}", self.dir.log_path().display())
+                            }))
+                            .with_details(lines),
+                    );
+                }
+                Ok(Event::Exited(..)) => {}
+                Err(_) => unreachable!("the supervisor keeps a sender"),
+            }
+        }
+    }
+
+    /// Tells every rsession to save its state, waits for them, then stops rserver and kills
+    /// whatever is left. Returns how many R sessions were told to save.
+    fn stop_server(&mut self) -> u32 {
+        let Some(pid) = self.child_pid else {
+            self.kill_leftovers();
+            return 0;
+        };
+        let own = std::process::id() as i32;
+        let sessions: Vec<i32> = procs::descendants(own, &procs::all())
+            .into_iter()
+            .filter(|p| p.comm == "rsession")
+            .map(|p| p.pid)
+            .collect();
+        for session in &sessions {
+            tracing::info!(pid = session, "asking rsession to save its state (SIGUSR2)");
+            let _ = kill(Pid::from_raw(*session), Signal::SIGUSR2);
+        }
+        let deadline = Instant::now() + SAVE_TIMEOUT;
+        while sessions.iter().any(|p| procs::alive(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for session in sessions.iter().filter(|p| procs::alive(**p)) {
+            tracing::warn!(pid = session, "rsession did not finish saving in time");
+        }
+
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.events.1.recv_timeout(Duration::from_millis(100)) {
+                Ok(Event::Exited(g, _)) if g == self.starts => {
+                    self.child_pid = None;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        self.kill_leftovers();
+        sessions.len() as u32
+    }
+
+    /// Kills every process still below the supervisor and reaps them.
+    fn kill_leftovers(&mut self) {
+        let own = std::process::id() as i32;
+        let left = procs::descendants(own, &procs::all());
+        for proc in &left {
+            tracing::debug!(pid = proc.pid, comm = %proc.comm, "killing leftover process");
+            let _ = kill(Pid::from_raw(proc.pid), Signal::SIGKILL);
+        }
+        if let Some(pid) = self.child_pid.take() {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        // Reap re-parented orphans; our own child is reaped by its watcher thread.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && !procs::descendants(own, &procs::all()).is_empty() {
+            let _ = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(nodes) = self.nodes.take() {
+            if let Err(err) = std::fs::remove_dir_all(&nodes.root) {
+                tracing::warn!("cannot remove {}: {err}", nodes.root.display());
+            }
+        }
+    }
+
+    fn set_state(&mut self, state: ServerState, message: Option<String>) -> Result<()> {
+        self.server.state = state;
+        self.server.updated = now();
+        if message.is_some() {
+            self.server.message = message;
+        }
+        self.dir.write_server(&self.server)
+    }
+
+    fn record_failure(&mut self, err: &Error) {
+        self.server.log_lines = err.details.clone();
+        self.server.hint = err.hint.clone();
+        let _ = self.set_state(ServerState::Failed, Some(err.message.clone()));
+    }
+}
+
+/// The error for a container that exited before the server answered.
+fn exit_error(
+    status: ExitStatus,
+    lines: Vec<String>,
+    log: &Path,
+    port: Option<u16>,
+    node: &str,
+) -> Error {
+    let mut message = format!("rserver exited before it answered ({status})");
+    if let Some(port) = port {
+        message.push_str(&format!(" on {node}:{port}"));
+    }
+    let finding = diagnose::find(&lines);
+    if let Some(finding) = &finding {
+        message.push_str(&format!(": {}", finding.line.trim()));
+    }
+    let hint = match finding {
+        Some(finding) => format!("{}; {}", finding.known.cause, finding.known.fix),
+        None if lines.iter().all(|l| l.contains("Logging to 'syslog'")) => {
+            "rserver logged nothing visible: the image's logging configuration sends errors to syslog".to_owned()
+        }
+        None => format!("the full log is {}", log.display()),
+    };
+    Error::failed(message).with_details(lines).with_hint(hint)
+}
+
+/// The node-local base directory for private session directories.
+fn node_base(configured: Option<&Path>) -> PathBuf {
+    if let Some(dir) = configured {
+        return dir.to_owned();
+    }
+    match std::env::var_os("TMPDIR") {
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+        _ => PathBuf::from("/tmp"),
+    }
+}
+
+/// Checks that a port the user pinned is free.
+fn check_pinned_port(address: &str, port: u16, node: &str) -> Result<u16> {
+    if port_is_free(address, port) {
+        return Ok(port);
+    }
+    Err(
+        Error::usage(format!("port {port} is already in use on {node}"))
+            .with_hint("choose another --port, or leave --port out so that a free one is chosen"),
+    )
+}
+
+/// Chooses a free port in `range`, starting at a random place so that users on one node spread
+/// out, and skipping the ones already `tried`.
+fn choose_port(address: &str, range: (u16, u16), tried: &[u16]) -> Result<u16> {
+    let span = u32::from(range.1 - range.0) + 1;
+    let mut random = [0u8; 4];
+    getrandom::fill(&mut random).expect("the system random source works");
+    let start = u32::from_le_bytes(random) % span;
+    for offset in 0..span {
+        let port = range.0 + ((start + offset) % span) as u16;
+        if !tried.contains(&port) && port_is_free(address, port) {
+            return Ok(port);
+        }
+    }
+    Err(
+        Error::failed(format!("no free port between {} and {}", range.0, range.1))
+            .with_hint("set a wider port_range in the configuration file"),
+    )
+}
+
+fn port_is_free(address: &str, port: u16) -> bool {
+    TcpListener::bind((address, port)).is_ok()
+}
+
+/// The host's time zone name: TZ, else /etc/timezone, else the /etc/localtime link, else UTC.
+fn host_timezone() -> String {
+    if let Ok(tz) = std::env::var("TZ") {
+        if !tz.is_empty() {
+            return tz;
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/etc/timezone") {
+        if !text.trim().is_empty() {
+            return text.trim().to_owned();
+        }
+    }
+    if let Ok(target) = std::fs::read_link("/etc/localtime") {
+        let text = target.to_string_lossy();
+        if let Some((_, zone)) = text.split_once("zoneinfo/") {
+            return zone.to_owned();
+        }
+    }
+    "Etc/UTC".to_owned()
+}
+
+/// A random password of 27 characters from a 32-letter alphabet: 135 bits.
+fn random_password() -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghjkmnpqrstuvwxyz23456789A";
+    let mut bytes = [0u8; 27];
+    getrandom::fill(&mut bytes).expect("the system random source works");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % 32] as char)
+        .collect()
+}
+
+fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).expect("the system random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {signal}"))
+}
+
+/// Effective limits at start: the cgroup memory limit, address-space and process ulimits, and
+/// SLURM's memory variables, so that an R session killed below `--mem` can be explained.
+fn effective_limits() -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Ok(cgroup) = std::fs::read_to_string("/proc/self/cgroup") {
+        for line in cgroup.lines() {
+            let path = line.rsplit(':').next().unwrap_or_default();
+            for file in ["memory.max", "memory.limit_in_bytes"] {
+                for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/memory"] {
+                    let full = format!("{base}{path}/{file}");
+                    if let Ok(value) = std::fs::read_to_string(&full) {
+                        lines.push(format!("cgroup {file} = {}", value.trim()));
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+        for line in limits.lines() {
+            if line.starts_with("Max address space")
+                || line.starts_with("Max processes")
+                || line.starts_with("Max open files")
+            {
+                lines.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+        }
+    }
+    for key in [
+        "SLURM_MEM_PER_NODE",
+        "SLURM_MEM_PER_CPU",
+        "SLURM_CPUS_PER_TASK",
+    ] {
+        if let Ok(value) = std::env::var(key) {
+            lines.push(format!("{key} = {value}"));
+        }
+    }
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_has_enough_entropy() {
+        let a = random_password();
+        let b = random_password();
+        assert_eq!(a.len(), 27);
+        assert_ne!(a, b);
+        // 27 characters of 5 bits each.
+        assert!(27 * 5 >= 128);
+    }
+
+    #[test]
+    fn pinned_busy_port_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let err = check_pinned_port("127.0.0.1", port, "node1").unwrap_err();
+        assert!(err.message.contains(&port.to_string()));
+        assert!(err.message.contains("node1"));
+    }
+
+    #[test]
+    fn chosen_port_skips_busy_ones() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = listener.local_addr().unwrap().port();
+        let port = choose_port("127.0.0.1", (busy, busy.saturating_add(1)), &[]).unwrap();
+        assert_eq!(port, busy + 1);
+    }
+
+    #[test]
+    fn node_dirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let dirs = NodeDirs::create(base.path(), 4242, "s1").unwrap();
+        let mode = std::fs::metadata(&dirs.root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(dirs.bind_list().contains(":/var/lib/rstudio-server,"));
+        assert_eq!(
+            dirs.host_run_path("/run/hpc-rstudio/x"),
+            dirs.run.join("hpc-rstudio/x")
+        );
+    }
+}
