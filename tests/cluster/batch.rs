@@ -6,7 +6,14 @@ use crate::harness::*;
 
 /// Runs `submit` and returns the parsed session (with `base` still unset) and its tunnel line.
 fn submit(env: &Env, user: &str, extra: &[&str]) -> (Finished, String, String, String) {
-    let mut args = vec!["submit", "--login-host", &env.ssh_host, "--partition", &env.partition, "--image"];
+    let mut args = vec![
+        "submit",
+        "--login-host",
+        &env.ssh_host,
+        "--partition",
+        &env.partition,
+        "--image",
+    ];
     let image = env.image("2024.12");
     args.push(&image);
     args.extend_from_slice(extra);
@@ -36,14 +43,24 @@ fn submit_reaches_server_through_ssh_tunnel() {
     let env = Env::load();
     let user = env.user(0);
     reset_user(user);
-    let (finished, id, tunnel, password) = submit(&env, user, &["--time", "10", "--cpus", "3", "--mem", "1G"]);
-    assert!(tunnel.ends_with(&format!("{user}@{}", env.ssh_host)), "{tunnel}");
+    let (finished, id, tunnel, password) =
+        submit(&env, user, &["--time", "10", "--cpus", "3", "--mem", "1G"]);
+    assert!(
+        tunnel.ends_with(&format!("{user}@{}", env.ssh_host)),
+        "{tunnel}"
+    );
 
     // Open the printed tunnel, with another local port in place of 8787 (which may be taken).
     let local = free_port();
     let words: Vec<String> = tunnel
         .split_whitespace()
-        .map(|w| if w.starts_with("8787:") { w.replacen("8787", &local.to_string(), 1) } else { w.to_owned() })
+        .map(|w| {
+            if w.starts_with("8787:") {
+                w.replacen("8787", &local.to_string(), 1)
+            } else {
+                w.to_owned()
+            }
+        })
         .collect();
     assert_eq!(words[0], "ssh");
     let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
@@ -65,17 +82,33 @@ fn submit_reaches_server_through_ssh_tunnel() {
 
     // The job got 3 CPUs, and R's thread variables say so.
     let records = rsession_records(user);
-    assert!(records.iter().any(|r| r.1.contains("\"OMP_NUM_THREADS\": \"3\"") || r.1.contains("\"OMP_NUM_THREADS\":\"3\"")), "{records:?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.1.contains("\"OMP_NUM_THREADS\": \"3\"")
+                || r.1.contains("\"OMP_NUM_THREADS\":\"3\"")),
+        "{records:?}"
+    );
 
     // The password is in no process's argv and not in the job's output.
-    assert_eq!(processes_with_argv_containing(&password), Vec::<String>::new());
+    assert_eq!(
+        processes_with_argv_containing(&password),
+        Vec::<String>::new()
+    );
     let dir = state_dir(user, &id);
     let job_out = std::fs::read_to_string(dir.join("job.out")).unwrap();
-    assert!(!job_out.contains(&password), "the password is in the job output:\n{job_out}");
+    assert!(
+        !job_out.contains(&password),
+        "the password is in the job output:\n{job_out}"
+    );
 
     // status shows it ready with the connection details; list shows it.
     let status = tool(&env, user, &["status", &id]).success();
-    assert!(status.stdout().contains("State:    ready"), "{}", status.explain());
+    assert!(
+        status.stdout().contains("State:    ready"),
+        "{}",
+        status.explain()
+    );
     assert!(status.stdout().contains(&password));
     let list = tool(&env, user, &["list"]).success();
     assert!(list.stdout().contains(&id), "{}", list.explain());
@@ -85,7 +118,11 @@ fn submit_reaches_server_through_ssh_tunnel() {
     let server = read_json(&dir.join("server.json"));
     assert_eq!(server["state"], "stopped", "{server}");
     assert_eq!(server["sessions_suspended"], 1, "{server}");
-    let marker = records[0].0.parent().unwrap().join("suspended-session-data/suspended");
+    let marker = records[0]
+        .0
+        .parent()
+        .unwrap()
+        .join("suspended-session-data/suspended");
     assert!(marker.exists(), "no saved state at {}", marker.display());
     let logs = tool(&env, user, &["logs", &id]).success();
     assert!(logs.stdout().contains("rserver log"), "{}", logs.explain());
@@ -108,8 +145,15 @@ fn time_limit_saves_session() {
     assert!(ok, "{page}");
     let records = rsession_records(user);
     assert_eq!(records.len(), 1);
-    let marker = records[0].0.parent().unwrap().join("suspended-session-data/suspended");
-    assert!(wait_for_file(&marker, Duration::from_secs(110)), "the session was not saved before the time limit");
+    let marker = records[0]
+        .0
+        .parent()
+        .unwrap()
+        .join("suspended-session-data/suspended");
+    assert!(
+        wait_for_file(&marker, Duration::from_secs(110)),
+        "the session was not saved before the time limit"
+    );
     let mut stopped = false;
     for _ in 0..60 {
         let server = read_json(&dir.join("server.json"));
@@ -132,7 +176,14 @@ fn submit_reports_broken_image() {
     let user = env.user(0);
     let image = env.image("broken");
     let finished = tool(&env, user, &["submit", "--time", "5", "--image", &image]);
-    finished.fails_with(1, &["RStudio Server did not start", "unrecognised option", "hint:"]);
+    finished.fails_with(
+        1,
+        &[
+            "RStudio Server did not start",
+            "unrecognised option",
+            "hint:",
+        ],
+    );
 }
 
 #[test]
@@ -142,14 +193,41 @@ fn script_matches_submission() {
     let env = Env::load();
     let user = env.user(0);
     let image = env.image("2024.12");
-    let finished = tool(&env, user, &["script", "--image", &image, "--time", "1:00:00", "--partition", &env.short_partition, "--sbatch-arg=--comment=x y"]).success();
+    let finished = tool(
+        &env,
+        user,
+        &[
+            "script",
+            "--image",
+            &image,
+            "--time",
+            "1:00:00",
+            "--partition",
+            &env.short_partition,
+            "--sbatch-arg=--comment=x y",
+        ],
+    )
+    .success();
     let text = finished.stdout();
-    for expected in ["#SBATCH --signal=B:USR2@120", "#SBATCH --time=01:00:00", &format!("#SBATCH --partition={}", env.short_partition), "#SBATCH --comment=x y", " job "] {
+    for expected in [
+        "#SBATCH --signal=B:USR2@120",
+        "#SBATCH --time=01:00:00",
+        &format!("#SBATCH --partition={}", env.short_partition),
+        "#SBATCH --comment=x y",
+        " job ",
+    ] {
         assert!(text.contains(expected), "missing {expected:?}\n{text}");
     }
     let path = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(path.path(), &text).unwrap();
-    let check = run({ let mut c = std::process::Command::new("bash"); c.arg("-n").arg(path.path()); c }, Duration::from_secs(10));
+    let check = run(
+        {
+            let mut c = std::process::Command::new("bash");
+            c.arg("-n").arg(path.path());
+            c
+        },
+        Duration::from_secs(10),
+    );
     assert!(check.output.status.success(), "{}", check.explain());
 }
 
@@ -160,7 +238,12 @@ fn submit_no_wait_then_status_and_stop() {
     let env = Env::load();
     let user = env.user(0);
     let image = env.image("2024.12");
-    let finished = tool(&env, user, &["submit", "--no-wait", "--time", "5", "--image", &image]).success();
+    let finished = tool(
+        &env,
+        user,
+        &["submit", "--no-wait", "--time", "5", "--image", &image],
+    )
+    .success();
     let id = finished.stdout().trim().to_owned();
     let status = tool(&env, user, &["status", "--json", &id]).success();
     let value: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();

@@ -29,7 +29,10 @@ impl Env {
     pub fn load() -> Env {
         let path = env_file();
         let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
-            panic!("cannot read {}: {err}; start the test cluster with testing/ci.sh first", path.display())
+            panic!(
+                "cannot read {}: {err}; start the test cluster with testing/ci.sh first",
+                path.display()
+            )
         });
         let value = |key: &str| -> String {
             text.lines()
@@ -38,7 +41,10 @@ impl Env {
                 .unwrap_or_else(|| panic!("{key} missing from {}", path.display()))
         };
         let env = Env {
-            users: value("HPCRS_TEST_USERS").split_whitespace().map(str::to_owned).collect(),
+            users: value("HPCRS_TEST_USERS")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
             node: value("HPCRS_NODE"),
             partition: value("HPCRS_PARTITION"),
             short_partition: value("HPCRS_SHORT_PARTITION"),
@@ -46,12 +52,19 @@ impl Env {
             images: PathBuf::from(value("HPCRS_IMAGES")),
             bin: PathBuf::from(value("HPCRS_BIN_DIR")).join("hpc-rstudio"),
         };
-        assert!(env.bin.exists(), "{} is missing; testing/ci.sh installs it", env.bin.display());
+        assert!(
+            env.bin.exists(),
+            "{} is missing; testing/ci.sh installs it",
+            env.bin.display()
+        );
         env
     }
 
     pub fn image(&self, name: &str) -> String {
-        self.images.join(format!("rstudio-{name}.sif")).display().to_string()
+        self.images
+            .join(format!("rstudio-{name}.sif"))
+            .display()
+            .to_string()
     }
 
     pub fn user(&self, index: usize) -> &str {
@@ -114,15 +127,28 @@ impl Finished {
     }
 
     pub fn success(self) -> Finished {
-        assert!(self.output.status.success(), "expected success\n{}", self.explain());
+        assert!(
+            self.output.status.success(),
+            "expected success\n{}",
+            self.explain()
+        );
         self
     }
 
     /// Checks the exit code and that stderr contains every one of `texts`.
     pub fn fails_with(self, code: i32, texts: &[&str]) -> Finished {
-        assert_eq!(self.code(), Some(code), "wrong exit code\n{}", self.explain());
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "wrong exit code\n{}",
+            self.explain()
+        );
         for text in texts {
-            assert!(self.stderr().contains(text), "stderr lacks {text:?}\n{}", self.explain());
+            assert!(
+                self.stderr().contains(text),
+                "stderr lacks {text:?}\n{}",
+                self.explain()
+            );
         }
         self
     }
@@ -130,17 +156,27 @@ impl Finished {
 
 pub fn run(mut cmd: Command, timeout: Duration) -> Finished {
     let shown = format!("{cmd:?}");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap_or_else(|err| panic!("cannot start {shown}: {err}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {shown}: {err}"));
     let pid = child.id();
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = sender.send(child.wait_with_output());
     });
     match receiver.recv_timeout(timeout) {
-        Ok(output) => Finished { shown, output: output.expect("wait for child") },
+        Ok(output) => Finished {
+            shown,
+            output: output.expect("wait for child"),
+        },
         Err(_) => {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
             panic!("{shown} did not finish within {} s", timeout.as_secs());
         }
     }
@@ -157,12 +193,19 @@ pub struct Running {
 impl Running {
     pub fn start(mut cmd: Command) -> Running {
         let shown = format!("{cmd:?}");
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|err| panic!("cannot start {shown}: {err}"));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {shown}: {err}"));
         let (sender, lines) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
-        for (pipe, tag) in [(Box::new(out) as Box<dyn std::io::Read + Send>, "out"), (Box::new(err), "err")] {
+        for (pipe, tag) in [
+            (Box::new(out) as Box<dyn std::io::Read + Send>, "out"),
+            (Box::new(err), "err"),
+        ] {
             let sender = sender.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -170,7 +213,12 @@ impl Running {
                 }
             });
         }
-        Running { child, shown, lines, seen: Vec::new() }
+        Running {
+            child,
+            shown,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a line containing `text` and returns it, or panics with everything seen.
@@ -190,14 +238,23 @@ impl Running {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(status)) = self.child.try_wait() {
                         self.drain();
-                        panic!("{} exited ({status}) before printing {text:?}\n{}", self.shown, self.seen.join("\n"));
+                        panic!(
+                            "{} exited ({status}) before printing {text:?}\n{}",
+                            self.shown,
+                            self.seen.join("\n")
+                        );
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         self.drain();
-        panic!("{} did not print {text:?} within {} s\n{}", self.shown, timeout.as_secs(), self.seen.join("\n"));
+        panic!(
+            "{} did not print {text:?} within {} s\n{}",
+            self.shown,
+            timeout.as_secs(),
+            self.seen.join("\n")
+        );
     }
 
     fn drain(&mut self) {
@@ -209,13 +266,19 @@ impl Running {
     /// The value after `label` on a line that contains it, for example the password.
     pub fn value_after(&mut self, label: &str) -> String {
         let line = self.wait_for(label, Duration::from_secs(120));
-        line.split_once(label).map(|(_, v)| v.trim().to_owned()).unwrap()
+        line.split_once(label)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap()
     }
 
     /// Sends a signal to the process (runuser passes it on to the tool).
     pub fn signal(&self, signal: &str) {
         let pid = self.tool_pid();
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{signal} {pid} failed");
     }
 
@@ -243,7 +306,12 @@ impl Running {
         }
         let _ = self.child.kill();
         self.drain();
-        panic!("{} did not exit within {} s\n{}", self.shown, timeout.as_secs(), self.seen.join("\n"));
+        panic!(
+            "{} did not exit within {} s\n{}",
+            self.shown,
+            timeout.as_secs(),
+            self.seen.join("\n")
+        );
     }
 }
 
@@ -251,7 +319,10 @@ impl Drop for Running {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // Interrupt the tool first so it can clean up, then make sure it is gone.
-            let _ = Command::new("kill").arg("-TERM").arg(self.tool_pid().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.tool_pid().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
@@ -266,7 +337,11 @@ impl Drop for Running {
 
 /// The pids whose parent is `pid`.
 pub fn children(pid: u32) -> Vec<u32> {
-    all_processes().into_iter().filter(|p| p.ppid == pid).map(|p| p.pid).collect()
+    all_processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| p.pid)
+        .collect()
 }
 
 pub struct ProcInfo {
@@ -280,11 +355,21 @@ pub struct ProcInfo {
 pub fn all_processes() -> Vec<ProcInfo> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let comm = stat[stat.find('(').unwrap() + 1..close].to_owned();
-        let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
         let uid = status
             .lines()
@@ -294,7 +379,13 @@ pub fn all_processes() -> Vec<ProcInfo> {
         let cmdline = std::fs::read(entry.path().join("cmdline"))
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default();
-        found.push(ProcInfo { pid, ppid, uid, comm, cmdline });
+        found.push(ProcInfo {
+            pid,
+            ppid,
+            uid,
+            comm,
+            cmdline,
+        });
     }
     found
 }
@@ -316,7 +407,11 @@ pub fn processes_named(user: &str, names: &[&str]) -> Vec<String> {
 
 /// Every process whose command line contains `secret`.
 pub fn processes_with_argv_containing(secret: &str) -> Vec<String> {
-    all_processes().into_iter().filter(|p| p.cmdline.contains(secret)).map(|p| p.cmdline).collect()
+    all_processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(secret))
+        .map(|p| p.cmdline)
+        .collect()
 }
 
 /// Runs curl (as root: only the network matters) and returns its stdout with headers.
@@ -324,7 +419,11 @@ pub fn curl(args: &[&str]) -> String {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-i", "--max-time", "20"]).args(args);
     let finished = run(cmd, Duration::from_secs(30));
-    assert!(finished.output.status.success(), "curl failed\n{}", finished.explain());
+    assert!(
+        finished.output.status.success(),
+        "curl failed\n{}",
+        finished.explain()
+    );
     finished.stdout()
 }
 
@@ -337,9 +436,19 @@ pub fn sign_in(base: &str, user: &str, password: &str, extra: &[&str]) -> (bool,
     let url = format!("{base}/auth-do-sign-in");
     let user_field = format!("username={user}");
     let password_field = format!("password={password}");
-    args.extend(["-c", &jar_path, "--data-urlencode", &user_field, "--data-urlencode", &password_field, &url]);
+    args.extend([
+        "-c",
+        &jar_path,
+        "--data-urlencode",
+        &user_field,
+        "--data-urlencode",
+        &password_field,
+        &url,
+    ]);
     let response = curl(&args);
-    let signed_in = std::fs::read_to_string(jar.path()).unwrap_or_default().contains("user-id");
+    let signed_in = std::fs::read_to_string(jar.path())
+        .unwrap_or_default()
+        .contains("user-id");
     if !signed_in {
         return (false, response);
     }
@@ -364,7 +473,11 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
 /// The mode bits of a file.
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// Every file and directory below `root`.
@@ -372,7 +485,9 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -396,7 +511,12 @@ pub fn rsession_records(user: &str) -> Vec<(PathBuf, String)> {
 
 /// Removes the user's hpc-rstudio state and RStudio state, so that a test starts clean.
 pub fn reset_user(user: &str) {
-    for dir in [".local/state/hpc-rstudio", ".local/share/rstudio", ".cache/hpc-rstudio", ".config/hpc-rstudio"] {
+    for dir in [
+        ".local/state/hpc-rstudio",
+        ".local/share/rstudio",
+        ".cache/hpc-rstudio",
+        ".config/hpc-rstudio",
+    ] {
         let _ = std::fs::remove_dir_all(home(user).join(dir));
     }
 }
@@ -419,7 +539,15 @@ pub fn start_run(env: &Env, user: &str, args: &[&str]) -> (Running, Session) {
     let user_name = running.value_after("User name:");
     let password = running.value_after("Password:");
     let base = url.trim_end_matches('/').to_owned();
-    (running, Session { id, base, user: user_name, password })
+    (
+        running,
+        Session {
+            id,
+            base,
+            user: user_name,
+            password,
+        },
+    )
 }
 
 /// What `run` or `submit` printed about a ready session.
@@ -433,7 +561,9 @@ pub struct Session {
 }
 
 pub fn state_dir(user: &str, id: &str) -> PathBuf {
-    home(user).join(".local/state/hpc-rstudio/sessions").join(id)
+    home(user)
+        .join(".local/state/hpc-rstudio/sessions")
+        .join(id)
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
@@ -443,5 +573,9 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 
 /// A free TCP port on 127.0.0.1 at this moment.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

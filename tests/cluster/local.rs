@@ -15,7 +15,10 @@ fn run_serves_sign_in_and_stops_cleanly() {
 
     // The server answers with the sign-in page, and a real sign-in with the printed password works.
     let root = curl(&[&format!("{}/", session.base)]);
-    assert!(root.contains("302") && root.contains("auth-sign-in"), "{root}");
+    assert!(
+        root.contains("302") && root.contains("auth-sign-in"),
+        "{root}"
+    );
     assert_eq!(session.user, user);
     let (ok, page) = sign_in(&session.base, &session.user, &session.password, &[]);
     assert!(ok, "sign-in with the printed password failed:\n{page}");
@@ -24,16 +27,30 @@ fn run_serves_sign_in_and_stops_cleanly() {
     assert!(!ok, "a wrong password signed in");
 
     // The password never appears in any process's argv.
-    assert_eq!(processes_with_argv_containing(&session.password), Vec::<String>::new());
+    assert_eq!(
+        processes_with_argv_containing(&session.password),
+        Vec::<String>::new()
+    );
 
     // rsession saw the explicit environment.
     let records = rsession_records(user);
     assert_eq!(records.len(), 1, "{records:?}");
     let record: serde_json::Value = serde_json::from_str(&records[0].1).unwrap();
-    let env_of = |key: &str| record["env"][key].as_str().map(str::to_owned).unwrap_or_default();
+    let env_of = |key: &str| {
+        record["env"][key]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
     assert_eq!(env_of("USER"), user);
-    assert!(env_of("R_LIBS_USER").starts_with(&format!("/home/{user}/R/hpc-rstudio/")), "{record}");
-    assert!(std::path::Path::new(&env_of("R_LIBS_USER")).is_dir(), "R_LIBS_USER was not created");
+    assert!(
+        env_of("R_LIBS_USER").starts_with(&format!("/home/{user}/R/hpc-rstudio/")),
+        "{record}"
+    );
+    assert!(
+        std::path::Path::new(&env_of("R_LIBS_USER")).is_dir(),
+        "R_LIBS_USER was not created"
+    );
     assert_eq!(env_of("RSTUDIO_SESSION_TIMEOUT"), "0");
     assert_eq!(env_of("LANG"), "en_US.UTF-8");
     assert!(!env_of("TZ").is_empty());
@@ -45,18 +62,34 @@ fn run_serves_sign_in_and_stops_cleanly() {
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("connection.json")), 0o600);
     assert_eq!(mode(&dir.join("rserver.log")), 0o600);
-    let node_dir = std::path::PathBuf::from(format!("/tmp/hpc-rstudio-{}/{}", uid_of(user), session.id));
+    let node_dir =
+        std::path::PathBuf::from(format!("/tmp/hpc-rstudio-{}/{}", uid_of(user), session.id));
     assert_eq!(mode(node_dir.parent().unwrap()), 0o700);
     assert!(node_dir.join("var-lib-rstudio-server").is_dir());
 
     // Ctrl-C: R sessions save their state, then everything stops and the private files go.
     running.signal("INT");
     let status = running.wait_exit(Duration::from_secs(90));
-    assert!(status.success(), "run exited with {status}\n{}", running.seen.join("\n"));
-    let marker = records[0].0.parent().unwrap().join("suspended-session-data/suspended");
-    assert!(marker.exists(), "rsession did not save its state: {} is missing", marker.display());
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        running.seen.join("\n")
+    );
+    let marker = records[0]
+        .0
+        .parent()
+        .unwrap()
+        .join("suspended-session-data/suspended");
+    assert!(
+        marker.exists(),
+        "rsession did not save its state: {} is missing",
+        marker.display()
+    );
     assert!(!node_dir.exists(), "{} was left behind", node_dir.display());
-    assert_eq!(processes_named(user, &["rserver", "rsession", "starter", "squashfuse_ll"]), Vec::<String>::new());
+    assert_eq!(
+        processes_named(user, &["rserver", "rsession", "starter", "squashfuse_ll"]),
+        Vec::<String>::new()
+    );
     let server = read_json(&dir.join("server.json"));
     assert_eq!(server["state"], "stopped");
     assert_eq!(server["sessions_suspended"], 1);
@@ -71,10 +104,17 @@ fn run_sigterm_stops_cleanly() {
     let (mut running, session) = start_run(&env, user, &["--image", &env.image("2024.12")]);
     running.signal("TERM");
     let status = running.wait_exit(Duration::from_secs(90));
-    assert!(status.success(), "run exited with {status}\n{}", running.seen.join("\n"));
+    assert!(
+        status.success(),
+        "run exited with {status}\n{}",
+        running.seen.join("\n")
+    );
     let server = read_json(&state_dir(user, &session.id).join("server.json"));
     assert_eq!(server["state"], "stopped");
-    assert_eq!(processes_named(user, &["rserver", "rsession"]), Vec::<String>::new());
+    assert_eq!(
+        processes_named(user, &["rserver", "rsession"]),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -84,8 +124,18 @@ fn broken_image_reports_log_lines() {
     let env = Env::load();
     let user = env.user(0);
     let finished = tool(&env, user, &["run", "--image", &env.image("broken")]);
-    finished.fails_with(1, &["rserver exited before it answered", "unrecognised option", "hint:"]);
-    assert_eq!(processes_named(user, &["rserver", "rsession", "starter"]), Vec::<String>::new());
+    finished.fails_with(
+        1,
+        &[
+            "rserver exited before it answered",
+            "unrecognised option",
+            "hint:",
+        ],
+    );
+    assert_eq!(
+        processes_named(user, &["rserver", "rsession", "starter"]),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -107,20 +157,38 @@ fn two_users_side_by_side() {
         assert!(ok, "sign-in to {} failed:\n{page}", session.base);
     }
     // Neither can sign in to the other's server, with their own or the other's credentials.
-    assert!(!sign_in(&a.base, &b.user, &b.password, &[]).0, "second user signed in to the first's server");
-    assert!(!sign_in(&b.base, &a.user, &a.password, &[]).0, "first user signed in to the second's server");
-    assert!(!sign_in(&a.base, &a.user, &c.password, &[]).0, "one session's password opened another");
+    assert!(
+        !sign_in(&a.base, &b.user, &b.password, &[]).0,
+        "second user signed in to the first's server"
+    );
+    assert!(
+        !sign_in(&b.base, &a.user, &a.password, &[]).0,
+        "first user signed in to the second's server"
+    );
+    assert!(
+        !sign_in(&a.base, &a.user, &c.password, &[]).0,
+        "one session's password opened another"
+    );
 
     // Neither can read the other's private files.
     let theirs = [
-        state_dir(second, &b.id).join("connection.json").display().to_string(),
+        state_dir(second, &b.id)
+            .join("connection.json")
+            .display()
+            .to_string(),
         format!("/tmp/hpc-rstudio-{}", uid_of(second)),
     ];
     for path in &theirs {
         let finished = run(as_user(first, "cat", &[path]), Duration::from_secs(10));
-        assert!(!finished.output.status.success(), "{first} could read {path}");
+        assert!(
+            !finished.output.status.success(),
+            "{first} could read {path}"
+        );
         let finished = run(as_user(first, "ls", &[path]), Duration::from_secs(10));
-        assert!(!finished.output.status.success() || path.ends_with(".json"), "{first} could list {path}");
+        assert!(
+            !finished.output.status.success() || path.ends_with(".json"),
+            "{first} could list {path}"
+        );
     }
 }
 
@@ -133,11 +201,17 @@ fn foreign_tmp_rstudio_server_is_harmless() {
     // Another user's leftovers in the host's /tmp, as RStudio leaves them without a private /tmp.
     let setup = "mkdir -p /tmp/rstudio-server && chmod 700 /tmp/rstudio-server && \
                  echo key > /tmp/rstudio-server/secure-cookie-key && chmod 600 /tmp/rstudio-server/secure-cookie-key";
-    let _ = run(as_user(second, "sh", &["-c", setup]), Duration::from_secs(10));
+    let _ = run(
+        as_user(second, "sh", &["-c", setup]),
+        Duration::from_secs(10),
+    );
     let (_running, session) = start_run(&env, first, &["--image", &env.image("2022.07")]);
     let (ok, page) = sign_in(&session.base, &session.user, &session.password, &[]);
     assert!(ok, "{page}");
-    let _ = run(as_user(second, "rm", &["-rf", "/tmp/rstudio-server"]), Duration::from_secs(10));
+    let _ = run(
+        as_user(second, "rm", &["-rf", "/tmp/rstudio-server"]),
+        Duration::from_secs(10),
+    );
 }
 
 #[test]
@@ -153,7 +227,10 @@ fn older_releases_start() {
         let (ok, page) = sign_in(&session.base, &session.user, &session.password, &[]);
         assert!(ok, "release {release}: {page}");
         running.signal("TERM");
-        assert!(running.wait_exit(Duration::from_secs(90)).success(), "release {release}");
+        assert!(
+            running.wait_exit(Duration::from_secs(90)).success(),
+            "release {release}"
+        );
     }
 }
 
@@ -169,13 +246,33 @@ fn socket_mode_serves_on_private_socket() {
     let url = running.value_after("URL:");
     let password = running.value_after("Password:");
     let socket = url.strip_prefix("unix:").expect("socket URL").to_owned();
-    assert_eq!(mode(std::path::Path::new(&socket)) & 0o777, 0o700, "socket mode");
-    let (ok, page) = sign_in("http://localhost", user, &password, &["--unix-socket", &socket]);
+    assert_eq!(
+        mode(std::path::Path::new(&socket)) & 0o777,
+        0o700,
+        "socket mode"
+    );
+    let (ok, page) = sign_in(
+        "http://localhost",
+        user,
+        &password,
+        &["--unix-socket", &socket],
+    );
     assert!(ok, "{page}");
     // Another user cannot even connect.
     let other = env.user(1);
-    let finished = run(as_user(other, "curl", &["-sS", "--unix-socket", &socket, "http://localhost/"]), Duration::from_secs(20));
-    assert!(!finished.output.status.success(), "{other} reached the socket\n{}", finished.explain());
+    let finished = run(
+        as_user(
+            other,
+            "curl",
+            &["-sS", "--unix-socket", &socket, "http://localhost/"],
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(
+        !finished.output.status.success(),
+        "{other} reached the socket\n{}",
+        finished.explain()
+    );
 }
 
 #[test]
@@ -185,8 +282,15 @@ fn pinned_busy_port_is_an_error() {
     let env = Env::load();
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let finished = tool(&env, env.user(0), &["run", "--port", &port, "--image", &env.image("2024.12")]);
-    finished.fails_with(2, &[&format!("port {port} is already in use on {}", env.node)]);
+    let finished = tool(
+        &env,
+        env.user(0),
+        &["run", "--port", &port, "--image", &env.image("2024.12")],
+    );
+    finished.fails_with(
+        2,
+        &[&format!("port {port} is already in use on {}", env.node)],
+    );
 }
 
 #[test]
@@ -196,14 +300,28 @@ fn odd_image_path_keeps_wrapper_intact() {
     let env = Env::load();
     let user = env.user(0);
     // A path with parentheses, quotes and spaces ends up in R_LIBS_USER in the generated wrapper.
-    let dir = tempfile::Builder::new().prefix("odd").tempdir_in("/tmp").unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("odd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let odd = dir.path().join("rstudio (it's) \"v8(x2)\".sif");
     std::fs::copy(env.image("2024.12"), &odd).unwrap();
     let (_running, session) = start_run(&env, user, &["--image", &odd.display().to_string()]);
     let (ok, page) = sign_in(&session.base, &session.user, &session.password, &[]);
     assert!(ok, "{page}");
     let records = rsession_records(user);
-    let text = records.iter().map(|r| r.1.clone()).collect::<Vec<_>>().join("\n");
-    assert!(text.contains("rstudio (it's)"), "R_LIBS_USER lost the odd name:\n{text}");
+    let text = records
+        .iter()
+        .map(|r| r.1.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("rstudio (it's)"),
+        "R_LIBS_USER lost the odd name:\n{text}"
+    );
 }
