@@ -6,5 +6,6 @@
 mod harness;
 
 mod batch;
+mod images;
 mod inputs;
 mod local;
