@@ -325,3 +325,76 @@ fn odd_image_path_keeps_wrapper_intact() {
         "R_LIBS_USER lost the odd name:\n{text}"
     );
 }
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
+fn lost_port_race_retries_another_port() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(1);
+    reset_user(user);
+    // Two adjacent free ports form the whole range, so the retry has exactly one other choice.
+    let first = (20000..30000u16)
+        .find(|p| {
+            std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok()
+                && std::net::TcpListener::bind(("0.0.0.0", p + 1)).is_ok()
+        })
+        .unwrap();
+    let config = home(user).join(".config/hpc-rstudio/config.toml");
+    let setup = format!(
+        "mkdir -p {} && printf 'port_range = \"{first}-{}\"\\n' > {}",
+        config.parent().unwrap().display(),
+        first + 1,
+        config.display()
+    );
+    run(
+        as_user(user, "sh", &["-c", &setup]),
+        Duration::from_secs(10),
+    )
+    .success();
+
+    // Another program takes the chosen port between the check and rserver's start: it watches
+    // the session record, where the supervisor writes the port just before starting rserver.
+    let sessions = home(user).join(".local/state/hpc-rstudio/sessions");
+    let grabber = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            for path in walk(&sessions)
+                .into_iter()
+                .filter(|p| p.ends_with("server.json"))
+            {
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                if let Some(port) = value["port"].as_u64() {
+                    if let Ok(listener) = std::net::TcpListener::bind(("0.0.0.0", port as u16)) {
+                        return Some((port as u16, listener));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    });
+    let (_running, session) = start_run(&env, user, &["--image", &env.image("2024.12")]);
+    let (grabbed, _listener) = grabber
+        .join()
+        .unwrap()
+        .expect("the grabber never saw a port");
+    let _ = std::fs::remove_file(&config);
+
+    assert!(
+        !session.base.ends_with(&format!(":{grabbed}")),
+        "served on the grabbed port {grabbed}"
+    );
+    let log = std::fs::read_to_string(state_dir(user, &session.id).join("rserver.log")).unwrap();
+    assert!(
+        log.contains("Address already in use"),
+        "rserver did not lose the race:\n{log}"
+    );
+    let (ok, page) = sign_in(&session.base, &session.user, &session.password, &[]);
+    assert!(ok, "{page}");
+}
