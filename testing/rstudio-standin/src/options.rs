@@ -557,6 +557,9 @@ fn is_visible(option: &OptionSpec, release: Release) -> bool {
     option.hidden_since.is_none_or(|from| release < from)
 }
 
+/// Column where option descriptions start in `--help`.
+const HELP_COLUMN: usize = 46;
+
 /// Formats `--help` for `release`: section headings and one `--name` per line, as Boost
 /// prints them.
 pub fn help_text(release: Release) -> String {
@@ -577,7 +580,12 @@ pub fn help_text(release: Release) -> String {
                 let _ = write!(usage, " (={})", option.default);
             }
         }
-        let _ = writeln!(text, "{usage:<46}{}", option.description);
+        // Like Boost, a usage column too wide for the description moves it to the next line.
+        if usage.len() >= HELP_COLUMN {
+            usage.push('\n');
+            usage.push_str(&" ".repeat(HELP_COLUMN));
+        }
+        let _ = writeln!(text, "{usage:<HELP_COLUMN$}{}", option.description);
     }
     text
 }
