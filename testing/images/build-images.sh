@@ -50,12 +50,12 @@ install -d -m 0755 "$out" "$out/.stamps"
 work=$(mktemp -d /var/tmp/hpcrs-images.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-# Writes the R stand-in: `R --version` answers for the image's R, as R built from source would.
+# Writes the R stand-in, which prints the image's R version for `R --version` as real R does.
 write_r_script() {
     local path=$1 r_version=$2
     cat >"$path" <<EOF
 #!/bin/sh
-# Stand-in for R $r_version in the hpc-rstudio test images: it answers \`R --version\` and
+# Stand-in for R $r_version in the hpc-rstudio test images: it handles \`R --version\` and
 # \`R RHOME\` only, since the RStudio stand-in never runs R code.
 case "\${1:-}" in
 --version)

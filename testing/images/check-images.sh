@@ -91,7 +91,7 @@ rserver_fg() {
 }
 
 # rserver_bg IMAGE BINDS MARKER [NAME=VALUE...] -- ARGS...: starts rserver in the background
-# and waits until MARKER (its port number, or its socket path under /run) answers HTTP. Sets
+# and waits until MARKER (its port number, or its socket path under /run) responds to HTTP. Sets
 # $rserver (its pid).
 rserver_bg() {
     local image=$1 binds=$2 marker=$3

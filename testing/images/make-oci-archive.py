@@ -3,7 +3,7 @@
 
 Usage: make-oci-archive.py ROOTFS OUT.tar REF KEY=VALUE...
 
-The archive holds an OCI image layout (oci-layout, index.json, blobs/sha256/...), the form
+The archive contains an OCI image layout (oci-layout, index.json, blobs/sha256/...), the form
 `apptainer pull x.sif oci-archive:OUT.tar` reads, so a pull can be tested without a registry.
 KEY=VALUE pairs become the image's Env, as Docker's ENV lines do. REF becomes the manifest's
 org.opencontainers.image.ref.name annotation. Apptainer's own /.singularity.d is left out,

@@ -116,6 +116,7 @@ pub fn read_request(stream: impl Read) -> io::Result<Option<Request>> {
         query: parse_query(query),
         ..Request::default()
     };
+
     let mut head_bytes = line.len();
     loop {
         line.clear();
@@ -134,6 +135,7 @@ pub fn read_request(stream: impl Read) -> io::Result<Option<Request>> {
                 .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
     }
+
     let length: usize = request
         .header("content-length")
         .and_then(|v| v.parse().ok())

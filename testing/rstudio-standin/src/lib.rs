@@ -3,7 +3,7 @@
 //!
 //! It reproduces the command-line contract the launcher depends on, release by release: the
 //! options each release accepts, where it writes, how it fails and with which messages, the
-//! sign-in flow and how rsession answers signals. It is never part of the shipped binary.
+//! sign-in flow and how rsession handles signals. It is never part of the shipped binary.
 
 pub mod cookie;
 pub mod http;

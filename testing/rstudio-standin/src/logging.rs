@@ -15,7 +15,7 @@ use crate::sys;
 /// Path of the logging configuration every RStudio program reads at start.
 pub const LOGGING_CONF: &str = "/etc/rstudio/logging.conf";
 
-/// Where log messages go.
+/// Destination of log messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
     Syslog,

@@ -81,10 +81,12 @@ use ValueType::{Bool, Flag, Int, List, Text};
 
 /// Every option any played release accepts, in `--help` order.
 ///
-/// NOTE: the option names and defaults follow RStudio's `server-options.json` (2022 era) and the
-/// 1.x `ServerOptions.cpp`; the first release of options other than `auth-timeout-minutes`
-/// (1.3), `server-data-dir`, `database-config-file`, `www-root-path` (1.4) and `www-socket`
-/// (2024.12.0) is an estimate.
+/// Option names and defaults follow RStudio's `server-options.json` (2022 era) and the 1.x
+/// `ServerOptions.cpp`.
+///
+/// NOTE: the first release is known only for `auth-timeout-minutes` (1.3), `server-data-dir`,
+/// `database-config-file`, `www-root-path` (1.4) and `www-socket` (2024.12.0). For the other
+/// options it is an estimate.
 pub static OPTIONS: &[OptionSpec] = &[
     command_line_only(spec(
         "help",
@@ -633,21 +635,21 @@ impl ParsedOptions {
         &mut self,
         option: &'static OptionSpec,
         value: String,
-        shown_name: &str,
+        label: &str,
     ) -> Result<(), String> {
         match option.value_type {
             Bool if parse_bool(&value).is_none() => {
-                return Err(invalid_argument(&value, shown_name));
+                return Err(invalid_argument(&value, label));
             }
             Int if value.trim().parse::<i64>().is_err() => {
-                return Err(invalid_argument(&value, shown_name));
+                return Err(invalid_argument(&value, label));
             }
             _ => {}
         }
         let values = self.values.entry(option.name).or_default();
         if !values.is_empty() && option.value_type != List {
             return Err(format!(
-                "option '{shown_name}' cannot be specified more than once"
+                "option '{label}' cannot be specified more than once"
             ));
         }
         values.push(value);
@@ -655,8 +657,8 @@ impl ParsedOptions {
     }
 }
 
-fn invalid_argument(value: &str, shown_name: &str) -> String {
-    format!("the argument ('{value}') for option '{shown_name}' is invalid")
+fn invalid_argument(value: &str, label: &str) -> String {
+    format!("the argument ('{value}') for option '{label}' is invalid")
 }
 
 /// Parses a Boost boolean.
@@ -688,12 +690,14 @@ pub fn parse_command_line(release: Release, args: &[String]) -> Result<ParsedOpt
             Some((name, value)) => (name, Some(value.to_string())),
             None => (body, None),
         };
-        let shown = format!("--{name}");
+        let dashed_name = format!("--{name}");
         let option =
-            lookup(release, name).ok_or_else(|| format!("unrecognised option '{shown}'"))?;
+            lookup(release, name).ok_or_else(|| format!("unrecognised option '{dashed_name}'"))?;
         if option.value_type == Flag {
             if inline_value.is_some() {
-                return Err(format!("option '{shown}' does not take any arguments"));
+                return Err(format!(
+                    "option '{dashed_name}' does not take any arguments"
+                ));
             }
             parsed.help = true;
             continue;
@@ -707,11 +711,11 @@ pub fn parse_command_line(release: Release, args: &[String]) -> Result<ParsedOpt
             }
             None => {
                 return Err(format!(
-                    "the required argument for option '{shown}' is missing"
+                    "the required argument for option '{dashed_name}' is missing"
                 ));
             }
         };
-        parsed.store(option, value, &shown)?;
+        parsed.store(option, value, &dashed_name)?;
     }
     Ok(parsed)
 }

@@ -56,7 +56,7 @@ impl Release {
         })
     }
 
-    /// The marker text for this release.
+    /// Returns the marker text for this release.
     pub fn name(self) -> &'static str {
         match self {
             Release::V1_3 => "1.3",
@@ -66,34 +66,34 @@ impl Release {
         }
     }
 
-    /// Whether rserver keeps its state in a SQLite database (1.4 and later).
+    /// Returns whether rserver keeps its state in a SQLite database (1.4 and later).
     pub fn has_database(self) -> bool {
         self >= Release::V1_4
     }
 
-    /// Whether rserver has `--server-data-dir` and insists on mode 1777 for it (1.4 and later).
+    /// Returns whether rserver has `--server-data-dir` and insists on mode 1777 for it (1.4 and later).
     pub fn has_server_data_dir(self) -> bool {
         self >= Release::V1_4
     }
 
-    /// Whether rserver keeps its cookie revocation list in a file under
+    /// Returns whether rserver keeps its cookie revocation list in a file under
     /// `/var/run/rstudio-server` (1.3 only; later releases moved it into the database).
     pub fn has_revocation_list_file(self) -> bool {
         self == Release::V1_3
     }
 
-    /// Whether an unprivileged rserver rejects a `--server-user` other than its own account.
+    /// Returns whether an unprivileged rserver rejects a `--server-user` other than its own account.
     /// RStudio 2022.07 and later refuse to start as another server user without privilege.
     pub fn checks_server_user(self) -> bool {
         self >= Release::V2022_07
     }
 
-    /// Whether rserver also creates `session-rpc-key` beside the secure cookie key.
+    /// Returns whether rserver also creates `session-rpc-key` beside the secure cookie key.
     pub fn has_session_rpc_key(self) -> bool {
         self >= Release::V2022_07
     }
 
-    /// Whether `--www-socket` exists (2024.12.0 and later).
+    /// Returns whether `--www-socket` exists (2024.12.0 and later).
     pub fn has_www_socket(self) -> bool {
         self >= Release::V2024_12
     }
@@ -108,7 +108,7 @@ impl Release {
         }
     }
 
-    /// Whether log lines carry ISO 8601 timestamps (`2021-12-03T11:07:59.337534Z`), as from
+    /// Returns whether log lines carry ISO 8601 timestamps (`2021-12-03T11:07:59.337534Z`), as from
     /// 2021.09 on, rather than the older `27 Jan 2021 20:45:00`.
     pub fn iso_log_timestamps(self) -> bool {
         self >= Release::V2022_07

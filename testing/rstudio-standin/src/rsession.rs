@@ -1,5 +1,5 @@
-//! The rsession stand-in: where it keeps state, the record it writes for the tests, and its
-//! answers to SIGUSR1, SIGUSR2 and SIGTERM.
+//! The rsession stand-in: where it keeps state, the record it writes for the tests, and how it
+//! handles SIGUSR1, SIGUSR2 and SIGTERM.
 
 use std::fmt::Write as _;
 use std::fs;

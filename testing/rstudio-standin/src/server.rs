@@ -96,7 +96,7 @@ impl Server {
         }
     }
 
-    /// Reads one request from `stream`, answers it and closes the connection.
+    /// Reads one request from `stream`, writes the response and closes the connection.
     pub fn serve_connection<S: Read + Write>(&self, mut stream: S) {
         let request = match http::read_request(&mut stream) {
             Ok(Some(request)) => request,
@@ -168,6 +168,7 @@ impl Server {
             uri if uri.starts_with('/') => uri.to_string(),
             uri => format!("/{uri}"),
         };
+
         let failed = || {
             let mut location = format!("{}?error={ERROR_INVALID_LOGIN}", self.url("auth-sign-in"));
             if app_uri != "/" {
@@ -179,6 +180,7 @@ impl Server {
         if username.is_empty() || password.is_empty() || !self.pam_login(username, password) {
             return failed();
         }
+
         let minutes = if self.settings.auth_timeout_minutes > 0 {
             self.settings.auth_timeout_minutes
         } else {

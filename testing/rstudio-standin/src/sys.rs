@@ -2,8 +2,8 @@
 //! error texts and signal masks.
 //!
 //! The binaries are linked statically against glibc, so nothing here may call NSS functions
-//! such as `getpwuid`; accounts are read from `/etc/passwd`, which Apptainer writes for the
-//! calling user at run time.
+//! such as `getpwuid`. Accounts are read from `/etc/passwd` instead, which Apptainer writes for
+//! the calling user at run time.
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -144,7 +144,7 @@ fn start(
     Ok((listener, server))
 }
 
-/// Forks into the background as `--server-daemonize=1` asks; the parent exits 0.
+/// Forks into the background, as `--server-daemonize=1` requests. The parent exits 0.
 fn daemonize(pid_file: &str, logger: &Logger) {
     // SAFETY: no threads exist yet, so the child inherits a consistent process.
     match unsafe { libc::fork() } {
