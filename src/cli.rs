@@ -33,6 +33,8 @@ pub enum Command {
     Logs(SessionIdArg),
     /// Fetch a Docker or OCI image into the image cache as a SIF file.
     Pull(PullArgs),
+    /// From your own computer: start a session on HOST and open the tunnel to it.
+    Connect(crate::connect::ConnectArgs),
     /// Run a session inside a batch job (the batch script calls this).
     #[command(hide = true)]
     Job(JobArgs),

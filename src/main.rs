@@ -3,6 +3,7 @@
 
 mod batch;
 mod cli;
+mod connect;
 mod diagnose;
 mod error;
 mod http;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => manage::stop(args),
         Command::Logs(args) => manage::logs(args),
         Command::Pull(args) => manage::pull(args),
+        Command::Connect(args) => connect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
