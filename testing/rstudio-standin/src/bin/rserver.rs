@@ -68,6 +68,18 @@ fn start(
         release,
         parsed.get("server-user").unwrap_or("rstudio-server"),
     )?;
+    if parsed.flag("server-set-umask", true) {
+        // SAFETY: umask only replaces the process's file creation mask.
+        unsafe { libc::umask(0o022) };
+    }
+    let working_dir = parsed.text("server-working-dir").unwrap_or("/");
+    std::env::set_current_dir(working_dir).map_err(|err| {
+        vec![format!(
+            "{} [path: {working_dir}]; OCCURRED AT rstudio-standin set_current_dir; \
+             LOGGED FROM: rserver main",
+            sys::system_error(&err)
+        )]
+    })?;
     if release.has_server_data_dir() {
         let dir = parsed
             .text("server-data-dir")
