@@ -52,6 +52,12 @@ check() { # check NAME COMMAND...: runs the command, counts and reports the resu
 contains() { grep -qF -- "$2" "$1" || { echo "     '$2' not in $1:"; sed 's/^/     | /' "$1" | head -20; false; }; }
 lacks() { ! grep -qF -- "$2" "$1" || { echo "     '$2' unexpectedly in $1"; false; }; }
 equals() { [ "$1" = "$2" ] || { echo "     expected '$2', got '$1'"; false; }; }
+record_has() { # record_has FILE TEXT...: the file exists and contains every TEXT
+    local file=$1
+    shift
+    for text in "$@"; do contains "$file" "$text" || return 1; done
+}
+new_pid() { [ -n "$1" ] && [ "$1" != "$2" ] || { echo "     expected a pid other than '$2', got '$1'"; false; }; }
 
 as_probe() { # runs a command as the probe user with a minimal environment plus NAME=VALUE args
     local env=()
@@ -210,7 +216,7 @@ full_flow() {
     pid=$(grep -o 'data-pid="[^"]*"' "$d/body" | cut -d'"' -f2)
     local record=$state/sessions/active/$session/standin-record.json
     check "$release: rsession wrote its record with USER and the session timeout" \
-        eval 'contains "$record" "\"USER\": \"$probe\"" && contains "$record" "--session-timeout-minutes=0"'
+        record_has "$record" "\"USER\": \"$probe\"" "--session-timeout-minutes=0"
     check "$release: standin-sessions.log names the session directory" \
         contains "$state/standin-sessions.log" "$state/sessions/active/$session"
     if [ "$release" = 1.3 ]; then
@@ -229,8 +235,7 @@ full_flow() {
     http GET "$base/" -b "$d/jar"
     local second
     second=$(grep -o 'data-pid="[^"]*"' "$d/body" | cut -d'"' -f2)
-    check "$release: GET / after the suspend starts a new rsession" \
-        eval '[ -n "$second" ] && [ "$second" != "$pid" ]'
+    check "$release: GET / after the suspend starts a new rsession" new_pid "$second" "$pid"
     check "$release: SIGTERM ends rserver" stop_rserver
     check "$release: rserver's SIGTERM reaches rsession" is_dead "$second"
 }
@@ -350,7 +355,8 @@ auth_none_without_user_loops() {
     local first
     first="$(status) $(header Location)"
     http GET "http://127.0.0.1:$port/auth-sign-in"
-    local second="$(status) $(header Location)"
+    local second
+    second="$(status) $(header Location)"
     stop_rserver && equals "$first" "302 /auth-sign-in" && equals "$second" "302 /"
 }
 
