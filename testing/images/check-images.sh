@@ -31,6 +31,11 @@ cleanup() {
     for pid in "${started_pids[@]}"; do
         kill "$pid" 2>/dev/null
     done
+    # The probe account runs only these checks, so any rserver or rsession it still has was
+    # started here (a check that failed half-way leaves them behind).
+    for pid in $(pgrep -u "$probe" -x rserver) $(pgrep -u "$probe" -x rsession); do
+        kill -TERM "$pid" 2>/dev/null
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -122,6 +127,7 @@ rserver_bg() {
     done
     echo "     rserver did not start:"
     sed 's/^/     | /' "$d/out"
+    [ -n "$rserver" ] && kill -TERM "$rserver" 2>/dev/null
     return 1
 }
 answers() {
