@@ -75,7 +75,7 @@ EOF
 }
 
 # Lays out a Rocker-like root filesystem in $1.
-# Arguments: DIR RELEASE RSTUDIO_VERSION R_VERSION ON_PATH(yes|no) EXTRA(none|broken|r-too-new)
+# Arguments: DIR RELEASE RSTUDIO_VERSION R_VERSION ON_PATH(yes|no) EXTRA(none|broken|r-too-new|verse)
 make_rootfs() {
     local root=$1 release=$2 rstudio_version=$3 r_version=$4 on_path=$5 extra=$6
     rm -rf "$root"
@@ -115,6 +115,12 @@ make_rootfs() {
         ;;
     r-too-new)
         touch "$root/etc/rstudio-standin/r-too-new"
+        ;;
+    verse)
+        # rocker/verse installs TinyTeX under /opt/TinyTeX, read-only inside a SIF.
+        install -d -m 0755 "$root/opt/TinyTeX/bin/x86_64-linux" "$root/opt/TinyTeX/texmf-dist"
+        printf '#!/bin/sh\necho "tlmgr: stand-in"\n' >"$root/opt/TinyTeX/bin/x86_64-linux/tlmgr"
+        chmod 0755 "$root/opt/TinyTeX/bin/x86_64-linux/tlmgr"
         ;;
     esac
 
@@ -157,6 +163,7 @@ images=(
     "rstudio-2024.12 2024.12 2024.12.1+563 4.4.2 yes none"
     "rstudio-broken 2024.12 2024.12.1+563 4.4.2 yes broken"
     "rstudio-r-too-new 2024.12 2024.12.1+563 4.5.0 yes r-too-new"
+    "rstudio-verse 2024.12 2024.12.1+563 4.4.2 yes verse"
 )
 
 for spec in "${images[@]}"; do

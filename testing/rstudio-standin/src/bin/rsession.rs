@@ -58,7 +58,20 @@ fn main() -> ExitCode {
         |name| std::env::var(name).ok(),
         &limits,
     );
+    // The whole environment too, one KEY=VALUE per line, so tests can check what reached R.
+    // PASSWORD is left out: the record is a file in the user's home.
+    let mut environ: Vec<String> = std::env::vars()
+        .filter(|(key, _)| key != "PASSWORD")
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect();
+    environ.sort();
     let recorded = rsession::write_atomically(&session_dir.join(RECORD_FILE), record.as_bytes())
+        .and_then(|()| {
+            rsession::write_atomically(
+                &session_dir.join("standin-environ"),
+                environ.concat().as_bytes(),
+            )
+        })
         .and_then(|()| rsession::log_session(&root, &session_dir));
     if let Err(err) = recorded {
         eprintln!(
