@@ -33,6 +33,8 @@ pub enum Command {
     Logs(SessionIdArg),
     /// Fetch a Docker or OCI image into the image cache as a SIF file.
     Pull(PullArgs),
+    /// Check everything a launch depends on, on this node or a compute node.
+    Doctor(DoctorArgs),
     /// From your own computer: start a session on HOST and open the tunnel to it.
     Connect(crate::connect::ConnectArgs),
     /// Run a session inside a batch job (the batch script calls this).
@@ -75,6 +77,16 @@ pub struct LaunchArgs {
     /// Seconds to wait for the server to answer before the launch counts as failed.
     #[arg(long, value_name = "SECONDS")]
     pub start_timeout: Option<u64>,
+
+    /// Move RStudio's saved state (open files, R environment) aside with a timestamp before
+    /// starting, so that RStudio starts clean. Nothing is deleted.
+    #[arg(long)]
+    pub fresh_session: bool,
+
+    /// Use the host's /tmp instead of a private one. Another user's /tmp/rstudio-server on the
+    /// node then stops the launch.
+    #[arg(long)]
+    pub shared_tmp: bool,
 }
 
 /// SLURM resources of a batch job.
@@ -194,4 +206,27 @@ pub struct PullArgs {
 pub struct JobArgs {
     /// The session id whose record holds the settings.
     pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also check this image: a SIF file or a reference in the image cache.
+    #[arg(long, env = "HPC_RSTUDIO_IMAGE")]
+    pub image: Option<String>,
+
+    /// The container runtime to check: apptainer or singularity.
+    #[arg(long, env = "HPC_RSTUDIO_RUNTIME")]
+    pub runtime: Option<String>,
+
+    /// Run the checks on a compute node, as a short SLURM job.
+    #[arg(long)]
+    pub on_node: bool,
+
+    /// The partition for --on-node.
+    #[arg(long, short = 'p')]
+    pub partition: Option<String>,
+
+    /// Print the checks as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

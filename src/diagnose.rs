@@ -101,6 +101,16 @@ pub const KNOWN_ERRORS: &[KnownError] = &[
         fix: "create the directory on the node's file systems or remove the --bind",
     },
     KnownError {
+        pattern: "OUT_OF_MEMORY",
+        cause: "the job was killed for using more memory than it asked for",
+        fix: "ask for more memory with --mem; `hpc-rstudio status ID` shows the limits the session started with",
+    },
+    KnownError {
+        pattern: "oom-kill",
+        cause: "the kernel killed a process of the job for using more memory than its limit",
+        fix: "ask for more memory with --mem; `hpc-rstudio status ID` shows the limits the session started with",
+    },
+    KnownError {
         pattern: "Out Of Memory",
         cause: "the job ran out of its memory limit",
         fix: "ask for more memory with --mem",

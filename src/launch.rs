@@ -35,6 +35,16 @@ fn prepare(
         .or_else(|| files.user.login_host.clone())
         .or_else(|| files.site.login_host.clone());
     let runtime = runtime::Runtime::detect(settings.runtime.as_deref())?;
+    crate::doctor::preflight(&runtime, &user)?;
+    if settings.shared_tmp {
+        let check = crate::doctor::check_foreign_tmp(user.uid);
+        if check.status != crate::doctor::Status::Ok {
+            return Err(Error::usage(format!("--shared-tmp: {}", check.detail)).with_hint(
+                "leave --shared-tmp out, so the session gets a private /tmp, or ask the owner to remove it",
+            ));
+        }
+    }
+    prepare_rstudio_state(&user, &settings, launch.fresh_session)?;
     let image = image::resolve(&settings.image, &settings.image_cache, &runtime)?;
     let probe = probe::probe_cached(&image, &runtime, &paths::cache_dir(&user))?;
 
@@ -64,6 +74,49 @@ fn prepare(
         job_id: None,
     };
     Ok(Prepared { user, record })
+}
+
+/// Reports the size and stale locks of RStudio's saved state and, with `--fresh-session`,
+/// moves it aside so that RStudio starts clean.
+fn prepare_rstudio_state(user: &User, settings: &settings::Settings, fresh: bool) -> Result<()> {
+    let root = crate::rstudio_state::state_root(user, &settings.env);
+    if !root.exists() {
+        return Ok(());
+    }
+    if fresh {
+        let running: Vec<String> = crate::session::list_ids(&paths::state_dir(user))?
+            .into_iter()
+            .filter(|id| {
+                SessionDir::open(&paths::state_dir(user), id)
+                    .ok()
+                    .and_then(|dir| dir.read_server().ok().flatten())
+                    .is_some_and(|server| !server.state.is_final())
+            })
+            .collect();
+        if let Some(id) = running.first() {
+            return Err(Error::usage(format!(
+                "--fresh-session: session {id} may still be using {}",
+                root.display()
+            ))
+            .with_hint(format!("stop it first with `hpc-rstudio stop {id}`")));
+        }
+        if let Some(moved) = crate::rstudio_state::move_aside(&root)? {
+            eprintln!("Moved RStudio's saved state aside to {}", moved.display());
+        }
+        return Ok(());
+    }
+    let stale = crate::rstudio_state::stale_locks(&root);
+    if !stale.is_empty() {
+        let size = crate::fsinfo::human(crate::fsinfo::dir_size(&root));
+        eprintln!(
+            "warning: RStudio's saved state in {} ({size}) has {} stale lock file(s), for example {}",
+            root.display(),
+            stale.len(),
+            stale[0].display()
+        );
+        eprintln!("  fix: if RStudio hangs or shows an old session, start with --fresh-session");
+    }
+    Ok(())
 }
 
 /// `hpc-rstudio run`: a session in the foreground of this process.
@@ -113,9 +166,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
             println!("Press Ctrl-C to stop it; R sessions save their state first.");
         }
         Report::Stopping(reason) => eprintln!("Stopping RStudio Server ({reason})..."),
-        Report::Stopped { reason, suspended } => {
-            eprintln!("Stopped ({reason}). {suspended} R session(s) were told to save their state.")
+        Report::Stopped {
+            reason,
+            suspended,
+            saved,
+        } => {
+            eprintln!("Stopped ({reason}). {saved} of {suspended} R session(s) saved their state.")
         }
+        Report::Note(text) => eprintln!("note: {text}"),
     })
 }
 
@@ -407,7 +465,10 @@ fn server_failure(
 /// binary could not be started on the node.
 fn job_failure(dir: &SessionDir, job: &str, state: &slurm::JobState) -> Error {
     let lines = private_fs::tail_lines(&dir.file("job.out"), 10);
-    let hint = if dir.read_server().ok().flatten().is_none() {
+    let oom = crate::diagnose::hint_for(std::slice::from_ref(&state.state));
+    let hint = if let Some(oom) = oom {
+        oom
+    } else if dir.read_server().ok().flatten().is_none() {
         format!(
             "hpc-rstudio never started on the node. It runs itself there by the path {}, which must be visible on compute nodes (a shared file system); install it there, for example in ~/.local/bin on a shared home",
             binary_path()
@@ -477,9 +538,14 @@ pub fn job(args: &JobArgs) -> Result<()> {
             connection.url, dir.id
         ),
         Report::Stopping(reason) => println!("stopping: {reason}"),
-        Report::Stopped { reason, suspended } => {
-            println!("stopped ({reason}); {suspended} R session(s) told to save their state")
+        Report::Stopped {
+            reason,
+            suspended,
+            saved,
+        } => {
+            println!("stopped ({reason}); {saved} of {suspended} R session(s) saved their state")
         }
+        Report::Note(text) => println!("note: {text}"),
     })
 }
 
@@ -495,6 +561,8 @@ fn fail_before_start(dir: &SessionDir, err: &Error) {
         log_lines: err.details.clone(),
         hint: err.hint.clone(),
         sessions_suspended: 0,
+        sessions_saved: 0,
+        problems: Vec::new(),
         limits: Vec::new(),
     };
     let _ = dir.write_server(&record);

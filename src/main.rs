@@ -5,7 +5,9 @@ mod batch;
 mod cli;
 mod connect;
 mod diagnose;
+mod doctor;
 mod error;
+mod fsinfo;
 mod http;
 mod image;
 mod launch;
@@ -17,6 +19,7 @@ mod process;
 mod procs;
 mod resources;
 mod rserver;
+mod rstudio_state;
 mod runtime;
 mod session;
 mod settings;
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => manage::stop(args),
         Command::Logs(args) => manage::logs(args),
         Command::Pull(args) => manage::pull(args),
+        Command::Doctor(args) => doctor::doctor(args),
         Command::Connect(args) => connect::run(args),
     };
     match result {

@@ -160,9 +160,13 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         }
         if server.state == ServerState::Stopped {
             println!(
-                "Saved:    {} R session(s) were told to save their state",
-                server.sessions_suspended
+                "Saved:    {} of {} R session(s) saved their state",
+                server.sessions_saved, server.sessions_suspended
             );
+        }
+        for problem in &server.problems {
+            println!("Problem:  {}", problem.line);
+            println!("          {}", problem.hint);
         }
     }
     if let Some(connection) = connection {

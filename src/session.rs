@@ -92,9 +92,23 @@ pub struct ServerRecord {
     /// How many R sessions were told to save their state at the end.
     #[serde(default)]
     pub sessions_suspended: u32,
+    /// How many R sessions wrote their suspended state at the end.
+    #[serde(default)]
+    pub sessions_saved: u32,
+    /// Known errors rserver logged while the session ran.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
     /// Effective limits at start: cgroup memory, ulimits and SLURM's memory variables.
     #[serde(default)]
     pub limits: Vec<String>,
+}
+
+/// A known error found in rserver's log while the session ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Problem {
+    pub line: String,
+    /// Cause and fix.
+    pub hint: String,
 }
 
 /// What a user needs to connect; kept in a 0600 file because it holds the password.

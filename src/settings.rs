@@ -106,6 +106,9 @@ pub struct Settings {
     pub port: Option<u16>,
     pub port_range: (u16, u16),
     pub socket: bool,
+    /// Bind the host's /tmp instead of a private one.
+    #[serde(default)]
+    pub shared_tmp: bool,
     pub www_address: String,
     pub binds: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -191,6 +194,7 @@ pub fn resolve(
         port: launch.port,
         port_range,
         socket: launch.socket,
+        shared_tmp: launch.shared_tmp,
         www_address: "0.0.0.0".to_owned(),
         binds,
         env,

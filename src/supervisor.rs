@@ -30,6 +30,8 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(45);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often readiness is checked while the server starts.
 const READY_POLL: Duration = Duration::from_millis(250);
+/// How often rserver's log is read for known errors while the session runs.
+const LOG_WATCH: Duration = Duration::from_secs(3);
 /// How many times a lost race for a free port is retried with another port.
 const PORT_ATTEMPTS: u32 = 5;
 /// Host variables that would point R at the host's installation; they are not passed into the
@@ -93,11 +95,15 @@ impl NodeDirs {
         self.run.join(container_path.trim_start_matches("/run/"))
     }
 
-    fn bind_list(&self) -> String {
+    fn bind_list(&self, shared_tmp: bool) -> String {
+        let tmp = if shared_tmp {
+            String::new()
+        } else {
+            format!("{}:/tmp,", self.tmp.display())
+        };
         format!(
-            "{}:/run,{}:/tmp,{}:/var/lib/rstudio-server,{}:{}:ro",
+            "{}:/run,{tmp}{}:/var/lib/rstudio-server,{}:{}:ro",
             self.run.display(),
-            self.tmp.display(),
             self.var_lib.display(),
             self.logging_conf.display(),
             rserver::LOGGING_CONF
@@ -161,10 +167,19 @@ pub fn supervise(
 
 /// What the supervisor tells the user as the session goes.
 pub enum Report<'a> {
-    Starting { node: &'a str, port: Option<u16> },
+    Starting {
+        node: &'a str,
+        port: Option<u16>,
+    },
     Ready(&'a Connection),
     Stopping(&'a str),
-    Stopped { reason: &'a str, suspended: u32 },
+    Stopped {
+        reason: &'a str,
+        suspended: u32,
+        saved: u32,
+    },
+    /// Something the user should know that does not stop the session.
+    Note(&'a str),
 }
 
 struct Supervisor<'a> {
@@ -197,6 +212,8 @@ impl<'a> Supervisor<'a> {
             log_lines: Vec::new(),
             hint: None,
             sessions_suspended: 0,
+            sessions_saved: 0,
+            problems: Vec::new(),
             limits: effective_limits(),
         };
         dir.write_server(&server)?;
@@ -227,7 +244,10 @@ impl<'a> Supervisor<'a> {
             .filter(|v| std::env::var_os(v).is_some())
             .collect();
         if !dropped.is_empty() {
-            tracing::info!("not passed into the container: {}", dropped.join(", "));
+            report(&Report::Note(&format!(
+                "host variables not passed into the container: {} (pass what R needs with --env KEY=VALUE)",
+                dropped.join(", ")
+            )));
         }
 
         let settings = &self.record.settings;
@@ -252,21 +272,27 @@ impl<'a> Supervisor<'a> {
         )?;
         crate::shell::check_syntax(&wrapper)?;
         self.nodes = Some(nodes);
+        self.check_sign_in(&password)?;
 
         let connection = self.start_until_ready(&password, report)?;
         self.dir.write_connection(&connection)?;
         self.set_state(ServerState::Ready, None)?;
         report(&Report::Ready(&connection));
 
-        let reason = self.wait_for_end()?;
+        let reason = self.wait_for_end(report)?;
         report(&Report::Stopping(&reason));
         self.set_state(ServerState::Stopping, Some(reason.clone()))?;
+        let stop_started = std::time::SystemTime::now();
         let suspended = self.stop_server();
+        let state_root = crate::rstudio_state::state_root(self.user, &self.record.settings.env);
+        let saved = crate::rstudio_state::sessions_saved_since(&state_root, stop_started);
         self.server.sessions_suspended = suspended;
+        self.server.sessions_saved = saved;
         self.set_state(ServerState::Stopped, Some(reason.clone()))?;
         report(&Report::Stopped {
             reason: &reason,
             suspended,
+            saved,
         });
         Ok(())
     }
@@ -429,7 +455,7 @@ impl<'a> Supervisor<'a> {
 
         let mut cmd = record.runtime.command();
         cmd.args(["exec", "--cleanenv", "--bind"])
-            .arg(nodes.bind_list());
+            .arg(nodes.bind_list(settings.shared_tmp));
         for bind in &settings.binds {
             cmd.arg("--bind").arg(bind);
         }
@@ -437,19 +463,7 @@ impl<'a> Supervisor<'a> {
             .arg(crate::probe::RSERVER)
             .args(&args);
 
-        // Settings reach the container through the runtime's own prefix, in the environment of
-        // the runtime process, so the password is never in any process's argv. Variables that
-        // would set other values inside the container are removed first.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("APPTAINERENV_") || key.starts_with("SINGULARITYENV_") {
-                cmd.env_remove(key.as_ref());
-            }
-        }
-        let prefix = record.runtime.env_prefix();
-        for (key, value) in self.container_env(password) {
-            cmd.env(format!("{prefix}{key}"), value);
-        }
+        self.set_container_env(&mut cmd, password);
         cmd.current_dir(&self.user.home)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -476,6 +490,45 @@ impl<'a> Supervisor<'a> {
                 let _ = sender.send(Event::Exited(generation, status));
             }
         });
+    }
+
+    /// Settings reach the container through the runtime's own prefix, in the environment of the
+    /// runtime process, so the password is never in any process's argv. Variables that would
+    /// set other values inside the container are removed first.
+    fn set_container_env(&self, cmd: &mut std::process::Command, password: &str) {
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("APPTAINERENV_") || key.starts_with("SINGULARITYENV_") {
+                cmd.env_remove(key.as_ref());
+            }
+        }
+        let prefix = self.record.runtime.env_prefix();
+        for (key, value) in self.container_env(password) {
+            cmd.env(format!("{prefix}{key}"), value);
+        }
+    }
+
+    /// Runs the image's pam-helper with the session's user name and password, in a container
+    /// started the same way as rserver's, before rserver starts. rserver signs users in through
+    /// this helper, so a rejection here means every sign-in would fail.
+    fn check_sign_in(&self, password: &str) -> Result<()> {
+        let mut cmd = self.record.runtime.command();
+        cmd.args(["exec", "--cleanenv", "--no-home"])
+            .arg(&self.record.image.path)
+            .args([crate::probe::PAM_HELPER, &self.user.name, "rstudio", "1"]);
+        self.set_container_env(&mut cmd, password);
+        let input = format!("{password}\n");
+        let output =
+            crate::process::run(&mut cmd, Some(input.as_bytes()), Duration::from_secs(120))?;
+        if output.success() {
+            return Ok(());
+        }
+        Err(Error::failed(format!(
+            "the image's pam-helper rejected the session's own user name '{}' and password",
+            self.user.name
+        ))
+        .with_details(output.stderr.lines().map(str::to_owned).collect())
+        .with_hint("USER and PASSWORD did not reach the container, so every sign-in would fail with \"Incorrect or invalid username/password\"; check that the runtime passes APPTAINERENV_/SINGULARITYENV_ variables (a site wrapper may clear them)"))
     }
 
     /// The environment inside the container: explicit, and nothing else from the host.
@@ -557,9 +610,13 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Waits until a signal asks us to stop, or the server exits. Returns the reason.
-    fn wait_for_end(&mut self) -> Result<String> {
+    fn wait_for_end(&mut self, report: &dyn Fn(&Report)) -> Result<String> {
+        let mut log_offset = std::fs::metadata(self.dir.log_path()).map_or(0, |m| m.len());
         loop {
-            match self.events.1.recv() {
+            match self.events.1.recv_timeout(LOG_WATCH) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    log_offset = self.watch_log(log_offset, report);
+                }
                 Ok(Event::Signal(signal)) => {
                     let reason = match signal {
                         signal_hook::consts::SIGUSR2 => "the job's time limit is near".to_owned(),
@@ -579,9 +636,49 @@ impl<'a> Supervisor<'a> {
                     );
                 }
                 Ok(Event::Exited(..)) => {}
-                Err(_) => unreachable!("the supervisor keeps a sender"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    unreachable!("the supervisor keeps a sender")
+                }
             }
         }
+    }
+
+    /// Reads what rserver logged since `offset` and records known errors (an R session that
+    /// cannot start, for example) so that `status` shows them. Returns the new offset.
+    fn watch_log(&mut self, offset: u64, report: &dyn Fn(&Report)) -> u64 {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(self.dir.log_path()) else {
+            return offset;
+        };
+        let mut text = String::new();
+        if file.seek(SeekFrom::Start(offset)).is_err() || file.read_to_string(&mut text).is_err() {
+            return offset;
+        }
+        // Only whole lines count; a partial last line is read again next time.
+        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        let lines: Vec<String> = text[..complete].lines().map(str::to_owned).collect();
+        for line in &lines {
+            let Some(finding) = diagnose::find(std::slice::from_ref(line)) else {
+                continue;
+            };
+            let problem = format!("{}: {}", finding.known.cause, finding.known.fix);
+            if self.server.problems.iter().any(|p| p.hint == problem) {
+                continue;
+            }
+            report(&Report::Note(&format!(
+                "{} ({})",
+                finding.known.cause,
+                line.trim()
+            )));
+            self.server.problems.push(crate::session::Problem {
+                line: line.trim().to_owned(),
+                hint: problem,
+            });
+            if let Err(err) = self.dir.write_server(&self.server) {
+                tracing::warn!("cannot record a problem in the session record: {err}");
+            }
+        }
+        offset + complete as u64
     }
 
     /// Tells every rsession to save its state, waits for them, then stops rserver and kills
@@ -834,7 +931,7 @@ mod tests {
         assert_eq!(a.len(), 27);
         assert_ne!(a, b);
         // 27 characters of 5 bits each.
-        assert!(27 * 5 >= 128);
+        assert!(a.len() * 5 >= 128, "{} bits", a.len() * 5);
     }
 
     #[test]
@@ -861,7 +958,9 @@ mod tests {
         let dirs = NodeDirs::create(base.path(), 4242, "s1").unwrap();
         let mode = std::fs::metadata(&dirs.root).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert!(dirs.bind_list().contains(":/var/lib/rstudio-server,"));
+        assert!(dirs.bind_list(false).contains(":/var/lib/rstudio-server,"));
+        assert!(dirs.bind_list(false).contains(":/tmp,"));
+        assert!(!dirs.bind_list(true).contains(":/tmp,"));
         assert_eq!(
             dirs.host_run_path("/run/hpc-rstudio/x"),
             dirs.run.join("hpc-rstudio/x")
