@@ -79,18 +79,20 @@ pub const LEAKY_VARIABLES: &[&str] = &[
 /// Whether the runtime can run containers without root: through a setuid starter, or through
 /// unprivileged user namespaces. A FAIL here stops a launch.
 pub fn check_namespaces(runtime: &Runtime) -> Check {
-    let setuid = setuid_starter(runtime);
     let limit = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok());
+    namespace_verdict(setuid_starter(runtime), limit)
+}
+
+/// The verdict for a runtime with or without a setuid starter and the node's namespace limit.
+fn namespace_verdict(setuid: Option<PathBuf>, limit: Option<u64>) -> Check {
     let mode = match &setuid {
         Some(path) => format!("setuid starter {}", path.display()),
         None => "no setuid starter: unprivileged user namespaces".to_owned(),
     };
-    let detail = format!(
-        "{mode}; user.max_user_namespaces = {}",
-        limit.map_or("unknown".to_owned(), |l| l.to_string())
-    );
+    let limit_text = limit.map_or("unknown".to_owned(), |l| l.to_string());
+    let detail = format!("{mode}; user.max_user_namespaces = {limit_text}");
     if setuid.is_none() && limit == Some(0) {
         return Check::fail(
             "namespaces",
@@ -595,4 +597,33 @@ pub fn preflight(runtime: &Runtime, user: &User) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // NOTE: the cluster tests cannot disable user namespaces, because this VM does not let even
+    // root write user.max_user_namespaces; the verdict is tested here on its inputs.
+    #[test]
+    fn disabled_namespaces_fail_without_setuid() {
+        let check = namespace_verdict(None, Some(0));
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.detail.contains("user.max_user_namespaces = 0"));
+        assert!(check.fix.unwrap().contains("setuid"));
+    }
+
+    #[test]
+    fn setuid_runtime_needs_no_namespaces() {
+        let check = namespace_verdict(
+            Some(PathBuf::from("/usr/libexec/apptainer/bin/starter-suid")),
+            Some(0),
+        );
+        assert_eq!(check.status, Status::Ok);
+    }
+
+    #[test]
+    fn enabled_namespaces_pass() {
+        assert_eq!(namespace_verdict(None, Some(15000)).status, Status::Ok);
+    }
 }

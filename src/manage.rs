@@ -164,6 +164,9 @@ pub fn status(args: &StatusArgs) -> Result<()> {
                 server.sessions_saved, server.sessions_suspended
             );
         }
+        for limit in &server.limits {
+            println!("Limit:    {limit}");
+        }
         for problem in &server.problems {
             println!("Problem:  {}", problem.line);
             println!("          {}", problem.hint);

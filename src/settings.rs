@@ -354,11 +354,28 @@ pub fn parse_bind(item: &str) -> Result<Bind<'_>> {
     Ok(Bind { source, dest })
 }
 
+/// Container paths where each session binds its own private directory or file. The runtime
+/// ignores a second bind to the same place, with only a warning, so one is rejected here.
+const RESERVED_DESTINATIONS: &[&str] = &[
+    "/run",
+    "/tmp",
+    "/var/lib/rstudio-server",
+    "/etc/rstudio/logging.conf",
+];
+
 /// Checks that every bind source exists, so that the container does not fail to start with
-/// "mount source ... doesn't exist" on the compute node.
+/// "mount source ... doesn't exist" on the compute node, and that no bind replaces a private
+/// directory of the session.
 fn check_binds(binds: &[String]) -> Result<()> {
     for item in binds {
         let bind = parse_bind(item)?;
+        let dest = bind.dest.trim_end_matches('/');
+        if RESERVED_DESTINATIONS.contains(&dest) {
+            return Err(Error::usage(format!(
+                "bind destination {dest} in '{item}' is reserved: each session binds its own private directory there"
+            ))
+            .with_hint("bind your data somewhere else, for example under /scratch or /data"));
+        }
         if !Path::new(bind.source).exists() {
             return Err(
                 Error::usage(format!("bind source {} does not exist", bind.source)).with_hint(
@@ -413,6 +430,18 @@ mod tests {
         );
         assert!(parse_bind("a:/b").is_err());
         assert!(parse_bind("/a:/b:xx").is_err());
+    }
+
+    #[test]
+    fn reserved_bind_destination_is_rejected() {
+        let err = check_binds(&["/etc:/var/lib/rstudio-server:ro".to_owned()]).unwrap_err();
+        assert!(
+            err.message.contains("/var/lib/rstudio-server"),
+            "{}",
+            err.message
+        );
+        assert!(check_binds(&["/etc:/tmp/".to_owned()]).is_err());
+        assert!(check_binds(&["/etc:/data".to_owned()]).is_ok());
     }
 
     #[test]

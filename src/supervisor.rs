@@ -282,7 +282,9 @@ impl<'a> Supervisor<'a> {
         let reason = self.wait_for_end(report)?;
         report(&Report::Stopping(&reason));
         self.set_state(ServerState::Stopping, Some(reason.clone()))?;
-        let stop_started = std::time::SystemTime::now();
+        // File times come from the kernel's coarse clock, which can lag the system clock by a
+        // few milliseconds, so the window opens a little before the stop.
+        let stop_started = std::time::SystemTime::now() - Duration::from_secs(2);
         let suspended = self.stop_server();
         let state_root = crate::rstudio_state::state_root(self.user, &self.record.settings.env);
         let saved = crate::rstudio_state::sessions_saved_since(&state_root, stop_started);

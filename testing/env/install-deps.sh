@@ -21,6 +21,8 @@ PACKAGES=(
   # busybox-static fills small test images, and skopeo copies OCI images into a local layout.
   busybox-static skopeo
   curl python3 shellcheck procps iproute2
+  # sshfs gives the tests a real network file system (fuse.sshfs) to put a home directory on.
+  sshfs
 )
 
 log "apt-get update"

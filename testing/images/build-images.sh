@@ -75,7 +75,7 @@ EOF
 }
 
 # Lays out a Rocker-like root filesystem in $1.
-# Arguments: DIR RELEASE RSTUDIO_VERSION R_VERSION ON_PATH(yes|no) EXTRA(none|broken|r-too-new|verse)
+# Arguments: DIR RELEASE RSTUDIO_VERSION R_VERSION ON_PATH(yes|no) EXTRA(none|broken|r-too-new|verse|env-cleared)
 make_rootfs() {
     local root=$1 release=$2 rstudio_version=$3 r_version=$4 on_path=$5 extra=$6
     rm -rf "$root"
@@ -115,6 +115,13 @@ make_rootfs() {
         ;;
     r-too-new)
         touch "$root/etc/rstudio-standin/r-too-new"
+        ;;
+    env-cleared)
+        # An image whose own environment script unsets PASSWORD, so the value the launcher
+        # passes never reaches rserver or its PAM helper. Apptainer sources the scripts in
+        # name order, and this one runs after the launcher's variables are set.
+        printf '#!/bin/sh\nunset PASSWORD\n' >"$root/.singularity.d/env/99-zz-clear-password.sh"
+        chmod 0755 "$root/.singularity.d/env/99-zz-clear-password.sh"
         ;;
     verse)
         # rocker/verse installs TinyTeX under /opt/TinyTeX, read-only inside a SIF.
@@ -164,6 +171,7 @@ images=(
     "rstudio-broken 2024.12 2024.12.1+563 4.4.2 yes broken"
     "rstudio-r-too-new 2024.12 2024.12.1+563 4.5.0 yes r-too-new"
     "rstudio-verse 2024.12 2024.12.1+563 4.4.2 yes verse"
+    "rstudio-env-cleared 2024.12 2024.12.1+563 4.4.2 yes env-cleared"
 )
 
 for spec in "${images[@]}"; do

@@ -160,6 +160,7 @@ fn time_limit_saves_session() {
         if server["state"] == "stopped" {
             assert_eq!(server["message"], "the job's time limit is near");
             assert_eq!(server["sessions_suspended"], 1);
+            assert_eq!(server["sessions_saved"], 1, "{server}");
             stopped = true;
             break;
         }

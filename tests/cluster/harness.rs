@@ -579,3 +579,64 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The whole environment the newest rsession of `user` saw, as KEY=VALUE lines.
+pub fn rsession_environ(user: &str) -> Vec<String> {
+    let root = home(user).join(".local/share/rstudio/sessions/active");
+    let mut files: Vec<PathBuf> = walk(&root)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "standin-environ"))
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let newest = files
+        .last()
+        .unwrap_or_else(|| panic!("no rsession environment under {}", root.display()));
+    std::fs::read_to_string(newest)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of `key` in an environment listing, if set.
+pub fn env_value(environ: &[String], key: &str) -> Option<String> {
+    environ
+        .iter()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+}
+
+/// Writes `text` to `path` as `user`, creating the parent directory.
+pub fn write_as(user: &str, path: &Path, text: &str) {
+    let script = "mkdir -p \"$(dirname \"$1\")\" && printf '%s' \"$2\" > \"$1\"";
+    let path = path.display().to_string();
+    run(
+        as_user(user, "sh", &["-c", script, "sh", &path, text]),
+        Duration::from_secs(10),
+    )
+    .success();
+}
+
+/// The command line of the user's running rserver processes.
+pub fn rserver_argv(user: &str) -> Vec<String> {
+    let uid = uid_of(user);
+    all_processes()
+        .into_iter()
+        .filter(|p| p.uid == uid && p.comm == "rserver")
+        .map(|p| p.cmdline)
+        .collect()
+}
+
+/// The file system type of `path`, from `stat -f`.
+pub fn fs_type_of(path: &Path) -> String {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if text == "ext2/ext3" {
+        "ext4".to_owned()
+    } else {
+        text
+    }
+}
