@@ -101,6 +101,11 @@ pub const KNOWN_ERRORS: &[KnownError] = &[
         fix: "create the directory on the node's file systems or remove the --bind",
     },
     KnownError {
+        pattern: "/opt/TinyTeX",
+        cause: "the image's TinyTeX is read-only, so TeX packages cannot be installed into it",
+        fix: "install TinyTeX under HOME with tinytex::install_tinytex() in R, or use an image that has the TeX packages",
+    },
+    KnownError {
         pattern: "OUT_OF_MEMORY",
         cause: "the job was killed for using more memory than it asked for",
         fix: "ask for more memory with --mem; `hpc-rstudio status ID` shows the limits the session started with",
@@ -151,6 +156,15 @@ mod tests {
         let finding = find(&lines).unwrap();
         assert!(finding.line.contains("98"));
         assert!(hint_for(&lines).unwrap().contains("port"));
+    }
+
+    #[test]
+    fn every_known_pattern_is_found() {
+        for known in KNOWN_ERRORS {
+            let lines = vec![format!("ERROR something: {} happened", known.pattern)];
+            let finding = find(&lines).unwrap_or_else(|| panic!("{} not found", known.pattern));
+            assert!(finding.line.contains(known.pattern));
+        }
     }
 
     #[test]

@@ -354,7 +354,8 @@ pub fn wait_ready(dir: &SessionDir, job: &str, progress: &Progress) -> Result<Co
                 }
                 ServerState::Failed | ServerState::Stopped => {
                     progress.finish();
-                    return Err(server_failure(dir, job, &server, None));
+                    let state = final_job_state(job);
+                    return Err(server_failure(dir, job, &server, state.as_ref()));
                 }
                 ServerState::Starting | ServerState::Stopping => {}
             }
@@ -429,6 +430,21 @@ pub fn wait_ready(dir: &SessionDir, job: &str, progress: &Progress) -> Result<Co
         }
         std::thread::sleep(FILE_POLL);
     }
+}
+
+/// The job's state once it has ended, waiting a little for the supervisor's exit to reach the
+/// scheduler; `None` when it has not ended within the wait.
+fn final_job_state(job: &str) -> Option<slurm::JobState> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        match slurm::job_state(job) {
+            Ok(Some(state)) if state.is_finished() => return Some(state),
+            Ok(_) => {}
+            Err(err) => tracing::debug!("cannot read the job's final state: {err}"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    None
 }
 
 /// The error for a session whose supervisor reported failure.

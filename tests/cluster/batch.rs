@@ -182,6 +182,7 @@ fn submit_reports_broken_image() {
         &[
             "RStudio Server did not start",
             "unrecognised option",
+            "FAILED, exit code 1:0",
             "hint:",
         ],
     );
