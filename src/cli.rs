@@ -74,7 +74,7 @@ pub struct LaunchArgs {
     #[arg(long = "rserver-option", value_name = "NAME=VALUE")]
     pub rserver_options: Vec<String>,
 
-    /// Seconds to wait for the server to answer before the launch counts as failed.
+    /// Seconds to wait for the server to respond before the launch counts as failed.
     #[arg(long, value_name = "SECONDS")]
     pub start_timeout: Option<u64>,
 
@@ -120,7 +120,7 @@ pub struct ResourceArgs {
     #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
     pub sbatch_args: Vec<String>,
 
-    /// Seconds before the time limit at which RStudio is told to save its sessions.
+    /// Seconds before the time limit at which R sessions are signalled to save their state.
     #[arg(long, value_name = "SECONDS")]
     pub save_lead: Option<u32>,
 }
@@ -204,7 +204,7 @@ pub struct PullArgs {
 
 #[derive(Debug, Args)]
 pub struct JobArgs {
-    /// The session id whose record holds the settings.
+    /// The session id whose record contains the settings.
     pub id: String,
 }
 

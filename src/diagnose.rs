@@ -138,7 +138,7 @@ pub fn find<'a>(lines: &'a [String]) -> Option<Finding<'a>> {
     None
 }
 
-/// The hint for a set of log lines: cause and fix of the first known error, if any.
+/// Returns the cause and fix of the first known error in `lines`, if any.
 pub fn hint_for(lines: &[String]) -> Option<String> {
     find(lines).map(|f| format!("{}; {}", f.known.cause, f.known.fix))
 }

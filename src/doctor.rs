@@ -62,7 +62,8 @@ impl Check {
     }
 }
 
-/// Host variables that would point R at the host's own installation.
+/// Host variables that would point R at the host's own installation. They are not passed into
+/// the container (the runtime runs with --cleanenv), and the supervisor reports them.
 pub const LEAKY_VARIABLES: &[&str] = &[
     "R_HOME",
     "R_LIBS",
@@ -85,7 +86,7 @@ pub fn check_namespaces(runtime: &Runtime) -> Check {
     namespace_verdict(setuid_starter(runtime), limit)
 }
 
-/// The verdict for a runtime with or without a setuid starter and the node's namespace limit.
+/// Decides the namespace check from the setuid starter, if any, and the node's namespace limit.
 fn namespace_verdict(setuid: Option<PathBuf>, limit: Option<u64>) -> Check {
     let mode = match &setuid {
         Some(path) => format!("setuid starter {}", path.display()),
@@ -103,7 +104,7 @@ fn namespace_verdict(setuid: Option<PathBuf>, limit: Option<u64>) -> Check {
     Check::ok("namespaces", detail)
 }
 
-/// The setuid starter of the runtime, when it has one with the setuid bit set.
+/// Finds the runtime's setuid starter, when it has one with the setuid bit set.
 fn setuid_starter(runtime: &Runtime) -> Option<PathBuf> {
     let mut cmd = runtime.command();
     cmd.arg("buildcfg");

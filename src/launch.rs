@@ -216,7 +216,7 @@ pub fn script(args: &ScriptArgs) -> Result<()> {
     Ok(())
 }
 
-/// `hpc-rstudio submit`: submit the batch job and, unless told not to, wait for the server.
+/// `hpc-rstudio submit`: submit the batch job and, without --no-wait, wait for the server.
 pub fn submit(args: &SubmitArgs) -> Result<()> {
     let mut prepared = prepare(
         Mode::Batch,
@@ -447,7 +447,7 @@ fn final_job_state(job: &str) -> Option<slurm::JobState> {
     None
 }
 
-/// The error for a session whose supervisor reported failure.
+/// Builds the error for a session whose supervisor reported failure.
 fn server_failure(
     dir: &SessionDir,
     job: &str,
@@ -477,7 +477,7 @@ fn server_failure(
         .with_hint(hint)
 }
 
-/// The error for a job that ended without its supervisor reporting anything: usually the
+/// Builds the error for a job that ended without its supervisor reporting anything. Usually the
 /// binary could not be started on the node.
 fn job_failure(dir: &SessionDir, job: &str, state: &slurm::JobState) -> Error {
     let lines = private_fs::tail_lines(&dir.file("job.out"), 10);

@@ -34,25 +34,11 @@ const READY_POLL: Duration = Duration::from_millis(250);
 const LOG_WATCH: Duration = Duration::from_secs(3);
 /// How many times a lost race for a free port is retried with another port.
 const PORT_ATTEMPTS: u32 = 5;
-/// Host variables that would point R at the host's installation; they are not passed into the
-/// container (the runtime runs with --cleanenv), and the supervisor says so.
-const HOST_R_VARIABLES: &[&str] = &[
-    "R_HOME",
-    "R_LIBS",
-    "R_LIBS_USER",
-    "R_LIBS_SITE",
-    "RSTUDIO_WHICH_R",
-    "R_ENVIRON_USER",
-    "R_PROFILE_USER",
-    "LD_LIBRARY_PATH",
-    "CONDA_PREFIX",
-    "PYTHONPATH",
-];
 
 /// Something the supervisor waits for.
 enum Event {
     Signal(i32),
-    /// The container process exited; the number tells which start it belonged to.
+    /// The container process exited; the number identifies the start it belonged to.
     Exited(u32, ExitStatus),
 }
 
@@ -165,7 +151,7 @@ pub fn supervise(
     result
 }
 
-/// What the supervisor tells the user as the session goes.
+/// Progress the supervisor reports to the user as the session goes.
 pub enum Report<'a> {
     Starting {
         node: &'a str,
@@ -238,7 +224,7 @@ impl<'a> Supervisor<'a> {
         for line in &self.server.limits {
             tracing::info!("limit: {line}");
         }
-        let dropped: Vec<&str> = HOST_R_VARIABLES
+        let dropped: Vec<&str> = crate::doctor::LEAKY_VARIABLES
             .iter()
             .copied()
             .filter(|v| std::env::var_os(v).is_some())
@@ -345,7 +331,7 @@ impl<'a> Supervisor<'a> {
         Ok(dir)
     }
 
-    /// Starts rserver and waits for it to answer, retrying on a lost port race.
+    /// Starts rserver and waits for it to respond, retrying on a lost port race.
     fn start_until_ready(
         &mut self,
         password: &str,
@@ -561,7 +547,7 @@ impl<'a> Supervisor<'a> {
         env
     }
 
-    /// Waits for the server to answer HTTP. Returns `None` when it does, or the exit status
+    /// Waits for the server to respond to HTTP. Returns `None` when it does, or the exit status
     /// when the container exits first.
     fn wait_until_ready(
         &mut self,
@@ -597,7 +583,7 @@ impl<'a> Supervisor<'a> {
                     if started.elapsed() > timeout {
                         self.stop_server();
                         return Err(Error::failed(format!(
-                            "rserver did not answer within {} s",
+                            "rserver did not respond within {} s",
                             timeout.as_secs()
                         ))
                         .with_details(tail_lines(&self.dir.log_path(), 10))
@@ -684,7 +670,7 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Tells every rsession to save its state, waits for them, then stops rserver and kills
-    /// whatever is left. Returns how many R sessions were told to save.
+    /// whatever is left. Returns how many R sessions were signalled.
     fn stop_server(&mut self) -> u32 {
         let Some(pid) = self.child_pid else {
             self.kill_leftovers();
