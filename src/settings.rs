@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub image: Option<String>,
     pub runtime: Option<String>,
     pub login_host: Option<String>,
+    /// hpc-rstudio's path on the cluster, for `connect` run on the user's own computer.
+    pub remote_command: Option<String>,
     pub image_cache: Option<PathBuf>,
     /// Node-local directory under which each session's private directories are made.
     pub node_tmp: Option<PathBuf>,
