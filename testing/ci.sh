@@ -26,5 +26,14 @@ cargo build --locked
 install -m 0755 target/debug/hpc-rstudio "$BASE/bin/hpc-rstudio"
 
 step "running the tests"
-HPCRS_CI_ENV="$BASE/env.sh" cargo test --locked --workspace -- --include-ignored
+log=$(mktemp)
+status=0
+HPCRS_CI_ENV="$BASE/env.sh" cargo test --locked --workspace --all-targets -- --include-ignored 2>&1 \
+    | tee "$log" || status=$?
 step "done"
+# cargo prints one "test result:" line per test binary, and some binaries hold no tests; one
+# total line says what the whole run did.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i - 1); if ($(i) ~ /^failed/) f += $(i - 1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
