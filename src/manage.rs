@@ -104,6 +104,12 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     let record = dir.read_session()?;
     let server = dir.read_server()?;
     let (state, job_state) = state_of(&dir, &record, true);
+    // A final server record does not say how the job ended (cancelled, timed out), so one
+    // scheduler query fills that in for this session.
+    let job_state = job_state.or_else(|| {
+        let job = record.job_id.as_deref()?;
+        slurm::job_state(job).ok().flatten()
+    });
     let connection = if state == "ready" {
         dir.read_connection()?
     } else {

@@ -103,7 +103,9 @@ impl Attached<'_> {
             if failed_probes >= PROBES_LOST || now >= next_status {
                 next_status = now + STATUS_EVERY;
                 match self.remote.status(&self.ready.session) {
-                    Ok(status) if status["state"] != "ready" => return Ok(End::Ended(status)),
+                    Ok(status) if status["state"] != "ready" => {
+                        return Ok(End::Ended(self.final_status(status)));
+                    }
                     Ok(_) if failed_probes >= PROBES_LOST => {
                         eprintln!(
                             "RStudio Server stopped answering through the tunnel; reopening it..."
@@ -188,12 +190,26 @@ impl Attached<'_> {
         }
     }
 
+    /// Waits briefly for the job to end after its server did, so that the reason given is the
+    /// scheduler's final one (cancelled, timed out) and not "running".
+    fn final_status(&self, mut status: serde_json::Value) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while remote::job_still_ending(&status) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(2));
+            match self.remote.status(&self.ready.session) {
+                Ok(newer) => status = newer,
+                Err(_) => break,
+            }
+        }
+        status
+    }
+
     fn reconnect_once(&mut self, stop: &Stop) -> Result<Option<End>> {
         let control = self.remote.control;
         self.master = control.start(stop)?;
         let status = self.remote.status(&self.ready.session)?;
         if status["state"] != "ready" {
-            return Ok(Some(End::Ended(status)));
+            return Ok(Some(End::Ended(self.final_status(status))));
         }
         if let Some(ready) = remote::ready_from_status(&status) {
             self.target = Target::of(&ready, &control.host, &self.remote.hostname)?;

@@ -580,25 +580,35 @@ pub fn ready_from_status(status: &serde_json::Value) -> Option<Ready> {
     })
 }
 
-/// Describes why a session ended, from `status --json`.
+/// Describes why a session ended, from `status --json`: the scheduler's verdict where it tells
+/// more than "completed", else the server's own message.
 pub fn ended_reason(status: &serde_json::Value) -> String {
     let state = status["state"].as_str().unwrap_or("unknown");
-    let job_state = status["job_state"].as_str().unwrap_or(state);
-    let why = match job_state.to_uppercase().as_str() {
-        "TIMEOUT" => "the job reached its time limit".to_owned(),
-        "CANCELLED" => "the job was cancelled".to_owned(),
-        "FAILED" => "the job failed".to_owned(),
-        "OUT_OF_MEMORY" => "the job ran out of memory".to_owned(),
-        "NODE_FAIL" => "the job's node failed".to_owned(),
-        "PREEMPTED" => "the job was preempted".to_owned(),
-        "COMPLETED" => "the job completed".to_owned(),
-        _ => format!("it is {state}"),
-    };
+    let job_state = status["job_state"].as_str().unwrap_or_default();
     let message = status["server"]["message"].as_str();
-    match message {
-        Some(message) => format!("{why} ({message})"),
-        None => why,
+    let verdict = match job_state {
+        "TIMEOUT" => Some("the job reached its time limit"),
+        "CANCELLED" => Some("the job was cancelled"),
+        "FAILED" => Some("the job failed"),
+        "OUT_OF_MEMORY" => Some("the job ran out of memory"),
+        "NODE_FAIL" => Some("the job's node failed"),
+        "PREEMPTED" => Some("the job was preempted"),
+        _ => None,
+    };
+    match (verdict, message) {
+        (Some(verdict), Some(message)) => format!("{verdict} ({message})"),
+        (Some(verdict), None) => verdict.to_owned(),
+        (None, Some(message)) => format!("RStudio Server {state}: {message}"),
+        (None, None) => format!("it is {state}"),
     }
+}
+
+/// Whether a job state from `status --json` may still change to the job's final one.
+pub fn job_still_ending(status: &serde_json::Value) -> bool {
+    matches!(
+        status["job_state"].as_str(),
+        None | Some("RUNNING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT")
+    ) && status["job"].is_string()
 }
 
 /// Builds the error for a session that has ended, with the server's log lines and hint.
@@ -793,11 +803,19 @@ mod tests {
     fn end_reasons() {
         let status = serde_json::json!({"id": "s", "state": "timeout", "job_state": "TIMEOUT"});
         assert_eq!(ended_reason(&status), "the job reached its time limit");
-        let status = serde_json::json!({"id": "s", "state": "stopped",
+        let status = serde_json::json!({"id": "s", "state": "stopped", "job_state": "CANCELLED",
+            "server": {"message": "received SIGTERM"}});
+        assert_eq!(
+            ended_reason(&status),
+            "the job was cancelled (received SIGTERM)"
+        );
+        let status = serde_json::json!({"id": "s", "state": "stopped", "job_state": "COMPLETED",
             "server": {"message": "the job's time limit is near"}});
         assert_eq!(
             ended_reason(&status),
-            "it is stopped (the job's time limit is near)"
+            "RStudio Server stopped: the job's time limit is near"
         );
+        let status = serde_json::json!({"state": "stopped"});
+        assert_eq!(ended_reason(&status), "it is stopped");
     }
 }
