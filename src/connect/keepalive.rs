@@ -204,26 +204,35 @@ impl Attached<'_> {
         status
     }
 
+    /// Makes one attempt: the master, then the forward. The session's state is asked for only
+    /// when the server does not respond, which keeps the common case to two ssh round trips.
     fn reconnect_once(&mut self, stop: &Stop) -> Result<Option<End>> {
         let control = self.remote.control;
         self.master = control.start(stop)?;
+        let previous = self.tunnel.port;
+        let err = match Tunnel::open(control, &self.target, self.pinned, Some(previous)) {
+            Ok(tunnel) => {
+                self.tunnel = tunnel;
+                if self.tunnel.port != previous {
+                    eprintln!(
+                        "Local port {previous} was taken meanwhile; the tunnel now listens on {}",
+                        self.tunnel.url()
+                    );
+                }
+                return Ok(None);
+            }
+            Err(err) => err,
+        };
         let status = self.remote.status(&self.ready.session)?;
         if status["state"] != "ready" {
             return Ok(Some(End::Ended(self.final_status(status))));
         }
+        // The server may have moved to another port: the next attempt uses the new one.
         if let Some(ready) = remote::ready_from_status(&status) {
             self.target = Target::of(&ready, &control.host, &self.remote.hostname)?;
             self.ready = ready;
         }
-        let previous = self.tunnel.port;
-        self.tunnel = Tunnel::open(control, &self.target, self.pinned, Some(previous))?;
-        if self.tunnel.port != previous {
-            eprintln!(
-                "Local port {previous} was taken meanwhile; the tunnel now listens on {}",
-                self.tunnel.url()
-            );
-        }
-        Ok(None)
+        Err(err)
     }
 }
 
@@ -236,12 +245,16 @@ fn next_delay(delay: Duration) -> Duration {
     }
 }
 
-/// Checks whether a process exists. After going to the background, the master is no longer
-/// our child, so it cannot be waited for.
+/// Checks whether a process runs. After going to the background the master is no longer our
+/// child, and until its new parent reaps it, a killed master is a zombie that signal 0 still
+/// reaches, so /proc is read where it exists.
 fn alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
+    if std::path::Path::new("/proc/self/stat").exists() {
+        return crate::procs::alive(raw);
+    }
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
         Ok(()) => true,
         Err(errno) => errno == nix::errno::Errno::EPERM,
