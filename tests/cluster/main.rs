@@ -6,6 +6,7 @@
 mod harness;
 
 mod batch;
+mod connect;
 mod field;
 mod images;
 mod inputs;
