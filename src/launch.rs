@@ -337,6 +337,11 @@ const POLL_FIRST: Duration = Duration::from_secs(10);
 const POLL_MAX: Duration = Duration::from_secs(60);
 const FILE_POLL: Duration = Duration::from_millis(500);
 
+/// Returns the wait before the next scheduler query: half as long again, at most `POLL_MAX`.
+fn next_interval(interval: Duration) -> Duration {
+    interval.mul_f32(1.5).min(POLL_MAX)
+}
+
 /// Waits until the job's supervisor reports the server ready, or the job ends.
 pub fn wait_ready(dir: &SessionDir, job: &str, progress: &Progress) -> Result<Connection> {
     let started = Instant::now();
@@ -426,7 +431,7 @@ pub fn wait_ready(dir: &SessionDir, job: &str, progress: &Progress) -> Result<Co
                 Err(err) => tracing::warn!("cannot read the job's state, will retry: {err}"),
             }
             next_poll = Instant::now() + interval;
-            interval = (interval.mul_f32(1.5)).min(POLL_MAX);
+            interval = next_interval(interval);
         }
         std::thread::sleep(FILE_POLL);
     }
@@ -442,7 +447,7 @@ fn final_job_state(job: &str) -> Option<slurm::JobState> {
             Ok(_) => {}
             Err(err) => tracing::debug!("cannot read the job's final state: {err}"),
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_secs(3));
     }
     None
 }
@@ -582,4 +587,40 @@ fn fail_before_start(dir: &SessionDir, err: &Error) {
         limits: Vec::new(),
     };
     let _ = dir.write_server(&record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_polling_backs_off() {
+        let mut interval = POLL_FIRST;
+        let mut waits = vec![interval];
+        for _ in 0..8 {
+            interval = next_interval(interval);
+            waits.push(interval);
+        }
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(10)), "{waits:?}");
+        assert!(waits.windows(2).all(|pair| pair[1] >= pair[0]), "{waits:?}");
+        assert_eq!(*waits.last().unwrap(), POLL_MAX);
+    }
+
+    #[test]
+    fn tunnel_commands() {
+        let mut connection = Connection {
+            url: "http://node7:8800/".into(),
+            node: "node7".into(),
+            port: Some(8800),
+            socket: None,
+            user: "alice".into(),
+            password: "secret".into(),
+        };
+        assert_eq!(tunnel_command(&connection, "alice", "login1"), "ssh -N -L 8787:node7:8800 alice@login1");
+        connection.port = None;
+        connection.socket = Some("/tmp/hpc-rstudio-1000/s/run/hpc-rstudio/rserver.sock".into());
+        let command = tunnel_command(&connection, "alice", "login1");
+        assert!(command.contains("-J alice@login1 alice@node7"), "{command}");
+        assert!(!command.contains("secret"));
+    }
 }
