@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::paths::User;
 
 use super::Stop;
@@ -117,6 +117,8 @@ impl Attached<'_> {
                         failed_probes = 0;
                     }
                     Ok(_) => {}
+                    // hpc-rstudio on the host no longer knows the session: nothing to wait for.
+                    Err(err) if err.kind == Kind::Usage => return Err(err),
                     Err(err) => {
                         tracing::debug!("status check failed: {}", err.message);
                         if failed_probes >= PROBES_LOST {
@@ -164,6 +166,11 @@ impl Attached<'_> {
                 Err(err) => {
                     if stop.is_set() {
                         return Ok(Some(End::Interrupted));
+                    }
+                    // A rejected request (an unknown session, a busy pinned port) fails the same
+                    // way on every attempt.
+                    if err.kind == Kind::Usage {
+                        return Err(err);
                     }
                     if started.elapsed() >= RECONNECT_LIMIT {
                         return Err(Error::failed(format!(
