@@ -361,6 +361,24 @@ fn killed_tunnel_reconnects() {
 
 #[test]
 #[ignore = "needs the test cluster: run testing/ci.sh"]
+fn socket_session_is_tunnelled() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(0);
+    reset_user(user);
+    // The compute node is the ssh host here, so the tunnel can reach the server's socket.
+    let args = submit_args(&env, "15", &["--socket", "--stop-on-exit"]);
+    let mut running = start(&env, user, &args);
+    let session = ready(&mut running);
+    signs_in(&session);
+    let status = session_status(&env, user, &session.id);
+    assert!(status["connection"]["socket"].is_string(), "{status}");
+    running.signal("INT");
+    exits_cleanly(&mut running, Duration::from_secs(240));
+}
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
 fn stale_tunnel_port_is_skipped() {
     let _serial = serial();
     let env = Env::load();
