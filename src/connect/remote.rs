@@ -638,6 +638,31 @@ pub fn ended_error(host: &str, status: &serde_json::Value) -> Error {
 
 /// Converts `connect`'s launch and resource flags back into `submit` options for the host.
 pub fn submit_args(launch: &LaunchArgs, resources: &ResourceArgs) -> Vec<String> {
+    // Destructured without `..`, so that a new option of `submit` does not compile until it is
+    // forwarded here too.
+    let LaunchArgs {
+        image,
+        runtime,
+        binds,
+        env,
+        port,
+        socket,
+        rserver_options,
+        start_timeout,
+        fresh_session,
+        shared_tmp,
+    } = launch;
+    let ResourceArgs {
+        time,
+        cpus,
+        mem,
+        partition,
+        account,
+        gpus,
+        sbatch_args,
+        save_lead,
+    } = resources;
+
     let mut args = Vec::new();
     let mut one = |flag: &str, value: Option<String>| {
         if let Some(value) = value {
@@ -645,29 +670,35 @@ pub fn submit_args(launch: &LaunchArgs, resources: &ResourceArgs) -> Vec<String>
             args.push(format!("--{flag}={value}"));
         }
     };
-    one("image", launch.image.clone());
-    one("runtime", launch.runtime.clone());
-    one("port", launch.port.map(|p| p.to_string()));
-    one("start-timeout", launch.start_timeout.map(|s| s.to_string()));
-    one("time", resources.time.clone());
-    one("cpus", resources.cpus.map(|c| c.to_string()));
-    one("mem", resources.mem.clone());
-    one("partition", resources.partition.clone());
-    one("account", resources.account.clone());
-    one("gpus", resources.gpus.clone());
-    one("save-lead", resources.save_lead.map(|s| s.to_string()));
+    one("image", image.clone());
+    one("runtime", runtime.clone());
+    one("port", port.map(|p| p.to_string()));
+    one("start-timeout", start_timeout.map(|s| s.to_string()));
+    one("time", time.clone());
+    one("cpus", cpus.map(|c| c.to_string()));
+    one("mem", mem.clone());
+    one("partition", partition.clone());
+    one("account", account.clone());
+    one("gpus", gpus.clone());
+    one("save-lead", save_lead.map(|s| s.to_string()));
     for (flag, values) in [
-        ("bind", &launch.binds),
-        ("env", &launch.env),
-        ("rserver-option", &launch.rserver_options),
-        ("sbatch-arg", &resources.sbatch_args),
+        ("bind", binds),
+        ("env", env),
+        ("rserver-option", rserver_options),
+        ("sbatch-arg", sbatch_args),
     ] {
         for value in values {
             one(flag, Some(value.clone()));
         }
     }
-    if launch.socket {
-        args.push("--socket".to_owned());
+    for (flag, set) in [
+        ("--socket", socket),
+        ("--fresh-session", fresh_session),
+        ("--shared-tmp", shared_tmp),
+    ] {
+        if *set {
+            args.push(flag.to_owned());
+        }
     }
     args
 }
@@ -707,6 +738,8 @@ mod tests {
             "60",
             "--start-timeout",
             "90",
+            "--fresh-session",
+            "--shared-tmp",
         ])
         .unwrap();
         let crate::cli::Command::Connect(args) = cli.command else {
@@ -723,6 +756,8 @@ mod tests {
         assert_eq!(submit.launch.binds, ["/a", "/b:/c:ro"]);
         assert_eq!(submit.launch.env, ["A=-1"]);
         assert!(submit.launch.socket);
+        assert!(submit.launch.fresh_session);
+        assert!(submit.launch.shared_tmp);
         assert_eq!(submit.launch.start_timeout, Some(90));
         assert_eq!(submit.launch.rserver_options, ["www-frame-origin=same"]);
         assert_eq!(submit.resources.time.as_deref(), Some("1:00:00"));
