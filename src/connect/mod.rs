@@ -173,7 +173,7 @@ pub fn run(args: &ConnectArgs) -> Result<()> {
     let ready = match waited {
         Waited::Ready(ready) => ready,
         Waited::Interrupted { session } => {
-            return interrupted(&remote, session.as_deref(), args);
+            return interrupted(&remote, session.as_deref(), false, args);
         }
     };
 
@@ -207,7 +207,7 @@ pub fn run(args: &ConnectArgs) -> Result<()> {
     attached.tunnel.close(&control);
     state::remove(&user, &attached.ready.session);
     match end? {
-        End::Interrupted => interrupted(&remote, Some(&attached.ready.session), args),
+        End::Interrupted => interrupted(&remote, Some(&attached.ready.session), true, args),
         End::Ended(status) => {
             if status["state"] == "failed" {
                 return Err(remote::ended_error(&args.host, &status));
@@ -266,7 +266,12 @@ fn announce(attached: &Attached, args: &ConnectArgs) {
 }
 
 /// Handles Ctrl-C: stops the session with --stop-on-exit, else prints how to re-attach.
-fn interrupted(remote: &Remote, session: Option<&str>, args: &ConnectArgs) -> Result<()> {
+fn interrupted(
+    remote: &Remote,
+    session: Option<&str>,
+    had_tunnel: bool,
+    args: &ConnectArgs,
+) -> Result<()> {
     let host = &args.host;
     let Some(id) = session else {
         eprintln!(
@@ -277,7 +282,11 @@ fn interrupted(remote: &Remote, session: Option<&str>, args: &ConnectArgs) -> Re
     if args.stop_on_exit {
         return remote.stop(id);
     }
-    eprintln!("Closed the tunnel; session {id} keeps running on {host}.");
+    if had_tunnel {
+        eprintln!("Closed the tunnel; session {id} keeps running on {host}.");
+    } else {
+        eprintln!("Stopped waiting; session {id} stays queued or starting on {host}.");
+    }
     eprintln!("Re-attach with: hpc-rstudio connect {host} --attach {id}");
     eprintln!("Stop it with:   hpc-rstudio connect {host} --stop {id}");
     Ok(())

@@ -311,6 +311,36 @@ fn attach_picks_latest_session() {
 
 #[test]
 #[ignore = "needs the test cluster: run testing/ci.sh"]
+fn ctrl_c_while_pending_keeps_job() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(0);
+    reset_user(user);
+    // A job that may not start for an hour stays pending, with BeginTime as its reason.
+    let args = submit_args(&env, "15", &["--sbatch-arg=--begin=now+3600"]);
+    let mut running = start(&env, user, &args);
+    let submitted = running.wait_for("Submitted job", Duration::from_secs(120));
+    let id = submitted.rsplit(' ').next().unwrap().to_owned();
+    running.wait_for("PENDING (BeginTime)", Duration::from_secs(60));
+
+    running.signal("INT");
+    exits_cleanly(&mut running, Duration::from_secs(60));
+    running.wait_for("stays queued", Duration::from_secs(1));
+    running.wait_for(&format!("--attach {id}"), Duration::from_secs(1));
+    assert_eq!(session_state(&env, user, &id), "pending");
+
+    let mut args = base_args(&env);
+    args.extend(["--stop".to_owned(), id.clone()]);
+    let stopped = finish(&env, user, &args, Duration::from_secs(120)).success();
+    assert!(
+        stopped.stderr().contains("Cancelled pending job"),
+        "{}",
+        stopped.explain()
+    );
+}
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
 fn time_limit_end_is_reported() {
     let _serial = serial();
     let env = Env::load();
