@@ -19,11 +19,13 @@ use super::Stop;
 /// ends, a `connect HOST --list` within this time needs no new sign-in.
 const PERSIST: &str = "10m";
 /// ssh's own limit for the TCP connection, and its keep-alive: a dead connection (a laptop that
-/// slept, a dropped Wi-Fi) ends the master within 15 s x 3.
+/// slept, a dropped Wi-Fi) ends the master within 15 s x 3. A RemoteCommand from the user's
+/// configuration would clash with the commands given here.
 const SSH_OPTIONS: &[&str] = &[
     "ConnectTimeout=20",
     "ServerAliveInterval=15",
     "ServerAliveCountMax=3",
+    "RemoteCommand=none",
 ];
 /// How long signing in may take: long enough to type a password and a second factor.
 const SIGN_IN_LIMIT_TERMINAL: Duration = Duration::from_secs(180);
@@ -139,7 +141,9 @@ impl Control {
         let log =
             std::fs::File::create(&self.log).map_err(|err| Error::io("create", &self.log, err))?;
         let mut cmd = self.ssh();
-        cmd.args(["-o", "ControlMaster=yes"])
+        // LocalForward lines for this host in the user's configuration (an old 8787 tunnel,
+        // say) would bind their ports too; only the forwards connect asks for are wanted.
+        cmd.args(["-o", "ControlMaster=yes", "-o", "ClearAllForwardings=yes"])
             .arg("-o")
             .arg(format!("ControlPersist={PERSIST}"));
         for option in SSH_OPTIONS {
