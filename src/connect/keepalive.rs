@@ -117,7 +117,7 @@ impl Attached<'_> {
                         failed_probes = 0;
                     }
                     Ok(_) => {}
-                    // hpc-rstudio on the host no longer knows the session: nothing to wait for.
+                    // hpc-rstudio on the host has no record of the session, so there is nothing to wait for.
                     Err(err) if err.kind == Kind::Usage => return Err(err),
                     Err(err) => {
                         tracing::debug!("status check failed: {}", err.message);
@@ -212,7 +212,7 @@ impl Attached<'_> {
     }
 
     /// Makes one attempt: the master, then the forward. The session's state is asked for only
-    /// when the server does not respond, which keeps the common case to two ssh round trips.
+    /// when the server does not respond, so the common case runs no remote command.
     fn reconnect_once(&mut self, stop: &Stop) -> Result<Option<End>> {
         let control = self.remote.control;
         self.master = control.start(stop)?;
@@ -253,7 +253,7 @@ fn next_delay(delay: Duration) -> Duration {
 }
 
 /// Checks whether a process runs. After going to the background the master is no longer our
-/// child, and until its new parent reaps it, a killed master is a zombie that signal 0 still
+/// child. Until its new parent reaps it, a killed master is a zombie that signal 0 still
 /// reaches, so /proc is read where it exists.
 fn alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
