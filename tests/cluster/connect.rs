@@ -346,12 +346,13 @@ fn time_limit_end_is_reported() {
     let env = Env::load();
     let user = env.user(0);
     reset_user(user);
-    // One minute, and RStudio is told to save 30 s before the end.
-    let args = submit_args(&env, "1", &["--save-lead", "30"]);
+    // Two minutes, and RStudio is told to save 30 s before the end. SLURM may send that signal
+    // up to 60 s early (sbatch(1), --signal), so a one-minute job could end before it is ready.
+    let args = submit_args(&env, "2", &["--save-lead", "30"]);
     let mut running = start(&env, user, &args);
     let session = ready(&mut running);
     signs_in(&session);
-    running.wait_for("has ended: ", Duration::from_secs(120));
+    running.wait_for("has ended: ", Duration::from_secs(180));
     running.wait_for("time limit", Duration::from_secs(1));
     exits_cleanly(&mut running, Duration::from_secs(30));
     assert!(
