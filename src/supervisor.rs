@@ -239,6 +239,7 @@ impl<'a> Supervisor<'a> {
         let settings = &self.record.settings;
         let base = node_base(settings.node_tmp.as_deref());
         let nodes = NodeDirs::create(&base, self.user.uid, &self.dir.id)?;
+        self.remove_stale_node_dirs(nodes.root.parent().expect("session directory has a parent"));
         let password = random_password();
         write_private(
             &nodes.host_run_path(rserver::COOKIE_KEY),
@@ -283,6 +284,47 @@ impl<'a> Supervisor<'a> {
             saved,
         });
         Ok(())
+    }
+
+    /// Removes the node-local directories of this user's earlier sessions on this node whose
+    /// supervisor is gone, for example after the job was killed with SIGKILL, so that they do not
+    /// fill the node's /tmp.
+    fn remove_stale_node_dirs(&self, user_root: &Path) {
+        let Ok(entries) = std::fs::read_dir(user_root) else {
+            return;
+        };
+        let state_dir = self
+            .dir
+            .path
+            .parent()
+            .expect("session directories have a parent");
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if id == self.dir.id {
+                continue;
+            }
+            let record = SessionDir {
+                id: id.clone(),
+                path: state_dir.join(&id),
+            }
+            .read_server()
+            .ok()
+            .flatten();
+            let gone = match record {
+                Some(server) if server.node == self.placement.node => {
+                    server.state.is_final() || !procs::alive(server.supervisor_pid as i32)
+                }
+                // Without a record from this node (another state directory, say) the directory
+                // may still be in use, so it stays.
+                Some(_) | None => false,
+            };
+            if gone {
+                tracing::info!(session = %id, "removing the node directory of an ended session");
+                if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!("cannot remove {}: {err}", entry.path().display());
+                }
+            }
+        }
     }
 
     fn listen_for_signals(&self) -> Result<()> {

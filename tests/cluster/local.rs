@@ -1,5 +1,6 @@
 //! `hpc-rstudio run`: a server in the foreground on this node.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -397,4 +398,46 @@ fn lost_port_race_retries_another_port() {
     );
     let (ok, page) = sign_in(&session.base, &session.user, &session.password, &[]);
     assert!(ok, "{page}");
+}
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
+fn killed_session_leftovers_are_removed() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(1);
+    let (running, first) = start_run(&env, user, &["--image", &env.image("2024.12")]);
+    let first_dir = PathBuf::from(format!("/tmp/hpc-rstudio-{}/{}", uid_of(user), first.id));
+    assert!(first_dir.exists());
+    // SIGKILL leaves the supervisor no chance to clean up, as when a job is killed hard. Its
+    // container processes are found first, to be killed by pid as well.
+    let supervisor = running.tool_pid();
+    let mut tree = vec![supervisor];
+    let procs = all_processes();
+    let mut index = 0;
+    while index < tree.len() {
+        let parent = tree[index];
+        tree.extend(procs.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
+        index += 1;
+    }
+    for pid in &tree {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let mut running = running;
+    running.wait_exit(Duration::from_secs(30));
+    assert!(
+        first_dir.exists(),
+        "the killed session's directory should still be there"
+    );
+
+    // The next session on the node removes it.
+    let (_running, second) = start_run(&env, user, &["--image", &env.image("2024.12")]);
+    assert_ne!(second.id, first.id);
+    assert!(
+        !first_dir.exists(),
+        "{} was left behind",
+        first_dir.display()
+    );
 }
