@@ -601,7 +601,10 @@ mod tests {
             interval = next_interval(interval);
             waits.push(interval);
         }
-        assert!(waits.iter().all(|w| *w >= Duration::from_secs(10)), "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w >= Duration::from_secs(10)),
+            "{waits:?}"
+        );
         assert!(waits.windows(2).all(|pair| pair[1] >= pair[0]), "{waits:?}");
         assert_eq!(*waits.last().unwrap(), POLL_MAX);
     }
@@ -616,7 +619,10 @@ mod tests {
             user: "alice".into(),
             password: "secret".into(),
         };
-        assert_eq!(tunnel_command(&connection, "alice", "login1"), "ssh -N -L 8787:node7:8800 alice@login1");
+        assert_eq!(
+            tunnel_command(&connection, "alice", "login1"),
+            "ssh -N -L 8787:node7:8800 alice@login1"
+        );
         connection.port = None;
         connection.socket = Some("/tmp/hpc-rstudio-1000/s/run/hpc-rstudio/rserver.sock".into());
         let command = tunnel_command(&connection, "alice", "login1");

@@ -229,6 +229,7 @@ fn stop_job(dir: &SessionDir, job: &str) -> Result<()> {
         return Ok(());
     }
     // USR2 to the batch script reaches the supervisor, which lets R sessions save first.
+    crate::private_fs::write_private(&dir.file(session::STOP_MARKER), session::now().as_bytes())?;
     slurm::signal_batch(job, "USR2")?;
     eprintln!("Asked session {} to save and stop...", dir.id);
     let deadline = Instant::now() + STOP_WAIT;
@@ -263,6 +264,7 @@ fn stop_local(dir: &SessionDir) -> Result<()> {
         )));
     }
     let pid = Pid::from_raw(server.supervisor_pid as i32);
+    crate::private_fs::write_private(&dir.file(session::STOP_MARKER), session::now().as_bytes())?;
     kill(pid, Signal::SIGTERM).map_err(|err| {
         Error::failed(format!(
             "cannot signal the session's supervisor (pid {pid}): {err}"

@@ -20,6 +20,9 @@ use crate::probe::Probe;
 use crate::runtime::Runtime;
 use crate::settings::Settings;
 
+/// The file `stop` leaves in a session's directory before it signals the supervisor.
+pub const STOP_MARKER: &str = "stop-requested";
+
 /// How a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -648,7 +648,14 @@ impl<'a> Supervisor<'a> {
                     log_offset = self.watch_log(log_offset, report);
                 }
                 Ok(Event::Signal(signal)) => {
+                    // `stop` sends the same SIGUSR2 as SLURM's time-limit warning, and leaves a
+                    // marker file first so that the two can be told apart.
+                    let stop_marker = self.dir.file(crate::session::STOP_MARKER);
                     let reason = match signal {
+                        _ if stop_marker.exists() => {
+                            let _ = std::fs::remove_file(&stop_marker);
+                            "stopped with `hpc-rstudio stop`".to_owned()
+                        }
                         signal_hook::consts::SIGUSR2 => "the job's time limit is near".to_owned(),
                         other => format!("received {}", signal_name(other)),
                     };

@@ -118,6 +118,10 @@ fn submit_reaches_server_through_ssh_tunnel() {
     let server = read_json(&dir.join("server.json"));
     assert_eq!(server["state"], "stopped", "{server}");
     assert_eq!(server["sessions_suspended"], 1, "{server}");
+    assert_eq!(
+        server["message"], "stopped with `hpc-rstudio stop`",
+        "{server}"
+    );
     let marker = records[0]
         .0
         .parent()
