@@ -34,6 +34,15 @@ fn state_of(
             job.state.to_lowercase()
         }
         (None, Some(job)) if job.is_finished() => job.state.to_lowercase(),
+        // A local session whose supervisor is gone without recording its end was killed.
+        (Some(server), None)
+            if record.mode == Mode::Local
+                && !server.state.is_final()
+                && server.node == paths::short_hostname()
+                && !crate::procs::alive(server.supervisor_pid as i32) =>
+        {
+            "killed".to_owned()
+        }
         (Some(server), _) => server.state.as_str().to_owned(),
         (None, Some(job)) => job.state.to_lowercase(),
         (None, None) if record.mode == Mode::Batch => "submitted".to_owned(),

@@ -431,6 +431,12 @@ fn killed_session_leftovers_are_removed() {
         first_dir.exists(),
         "the killed session's directory should still be there"
     );
+    let status = tool(&env, user, &["status", &first.id]).success();
+    assert!(
+        status.stdout().contains("State:    killed"),
+        "{}",
+        status.explain()
+    );
 
     // The next session on the node removes it.
     let (_running, second) = start_run(&env, user, &["--image", &env.image("2024.12")]);
