@@ -353,6 +353,13 @@ pub fn parse_bind(item: &str) -> Result<Bind<'_>> {
         return Err(Error::usage(format!("invalid bind '{item}'"))
             .with_hint("write it as SRC[:DEST[:ro|rw]] with absolute paths, for example /scratch/me:/scratch/me:ro"));
     }
+    if source.contains(',') || dest.contains(',') {
+        // The runtime splits a bind list at commas, so such a path would become two binds.
+        return Err(Error::usage(format!(
+            "bind '{item}' has a comma in a path, which the container runtime cannot bind"
+        ))
+        .with_hint("link the directory under a name without a comma (ln -s) and bind the link"));
+    }
     Ok(Bind { source, dest })
 }
 
@@ -432,6 +439,8 @@ mod tests {
         );
         assert!(parse_bind("a:/b").is_err());
         assert!(parse_bind("/a:/b:xx").is_err());
+        assert!(parse_bind("/a,b:/data").is_err());
+        assert!(parse_bind("/a:/da,ta").is_err());
     }
 
     #[test]

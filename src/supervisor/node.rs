@@ -2,6 +2,7 @@
 //! node, a free port, and the limits and time zone the session starts with.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -21,8 +22,21 @@ pub(super) struct NodeDirs {
 impl NodeDirs {
     pub(super) fn create(base: &Path, uid: u32, id: &str) -> Result<NodeDirs> {
         // One directory per user, checked to be ours and closed, then one per session inside.
-        let user_root = base.join(format!("hpc-rstudio-{uid}"));
-        create_private_dir(&user_root)?;
+        // Anyone can create that name first in a shared /tmp; then a fresh directory with a
+        // random name, made atomically by us, takes its place.
+        let mut user_root = base.join(format!("hpc-rstudio-{uid}"));
+        if let Err(err) = create_private_dir(&user_root) {
+            tracing::warn!(
+                "cannot use {}: {err}; using a new directory instead",
+                user_root.display()
+            );
+            user_root = tempfile::Builder::new()
+                .prefix(&format!("hpc-rstudio-{uid}-"))
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir_in(base)
+                .map_err(|err| Error::io("create a private directory in", base, err))?
+                .keep();
+        }
         let root = user_root.join(id);
         create_private_dir(&root)?;
         let dirs = NodeDirs {
@@ -228,6 +242,20 @@ mod tests {
         let busy = listener.local_addr().unwrap().port();
         let port = choose_port("127.0.0.1", (busy, busy.saturating_add(1)), &[]).unwrap();
         assert_eq!(port, busy + 1);
+    }
+
+    #[test]
+    fn squatted_user_directory_is_replaced() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::write(base.path().join("hpc-rstudio-4242"), "squatter").unwrap();
+        let dirs = NodeDirs::create(base.path(), 4242, "s1").unwrap();
+        assert!(dirs.root.starts_with(base.path()));
+        assert!(!dirs.root.starts_with(base.path().join("hpc-rstudio-4242")));
+        let mode = std::fs::metadata(dirs.root.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

@@ -697,3 +697,45 @@ fn fresh_session_moves_state_aside() {
     assert!(!state.join("sessions/active/session-old").exists());
     let _ = std::fs::remove_dir_all(&moved);
 }
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
+fn squatted_node_directory_is_avoided() {
+    let _serial = serial();
+    let env = Env::load();
+    let (victim, squatter) = (env.user(1), env.user(0));
+    // A shared, sticky directory like /tmp, made for this test and set as the victim's node_tmp.
+    let base = tempfile::Builder::new()
+        .prefix("shared-tmp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        base.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let config = home(victim).join(".config/hpc-rstudio/config.toml");
+    write_as(
+        victim,
+        &config,
+        &format!("node_tmp = \"{}\"\n", base.path().display()),
+    );
+    // The squatter takes the name the victim's sessions use first.
+    let name = base
+        .path()
+        .join(format!("hpc-rstudio-{}", uid_of(victim)))
+        .display()
+        .to_string();
+    run(
+        as_user(squatter, "sh", &["-c", &format!("echo mine > {name}")]),
+        Duration::from_secs(10),
+    )
+    .success();
+
+    let (mut running, session) = start_run(&env, victim, &["--image", &env.image("2024.12")]);
+    let (ok, page) = sign_in(&session.base, &session.user, &session.password, &[]);
+    let _ = std::fs::remove_file(&config);
+    assert!(ok, "{page}");
+    let warning = running.wait_for("cannot use", Duration::from_secs(5));
+    assert!(warning.contains(&name), "{warning}");
+}
