@@ -88,9 +88,7 @@ fn prepare_rstudio_state(user: &User, settings: &settings::Settings, fresh: bool
             .into_iter()
             .filter(|id| {
                 SessionDir::open(&paths::state_dir(user), id)
-                    .ok()
-                    .and_then(|dir| dir.read_server().ok().flatten())
-                    .is_some_and(|server| !server.state.is_final())
+                    .is_ok_and(|dir| crate::manage::is_active(&dir))
             })
             .collect();
         if let Some(id) = running.first() {
@@ -134,6 +132,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         (None, Some(_)) => "0.0.0.0".to_owned(),
         (None, None) => "127.0.0.1".to_owned(),
     };
+    check_address(&prepared.record.settings.www_address)?;
     let state_dir = paths::state_dir(&prepared.user);
     let dir = SessionDir::create(&state_dir, &prepared.record.id)?;
     dir.write_session(&prepared.record)?;
@@ -175,6 +174,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         Report::Note(text) => eprintln!("note: {text}"),
     })
+}
+
+/// Checks that `address` is an IPv4 address of this host (or 0.0.0.0), so that rserver can
+/// listen on it.
+fn check_address(address: &str) -> Result<()> {
+    let invalid = |why: &str| {
+        Error::usage(format!("invalid --address '{address}': {why}"))
+            .with_hint("use 127.0.0.1 (this host only), 0.0.0.0 (all interfaces) or an IPv4 address of this host")
+    };
+    let ip: std::net::Ipv4Addr = address
+        .parse()
+        .map_err(|_| invalid("not an IPv4 address"))?;
+    std::net::TcpListener::bind((ip, 0)).map_err(|err| invalid(&err.to_string()))?;
+    Ok(())
 }
 
 /// The ssh command that forwards local port 8787 to the server through the login host.
@@ -251,10 +264,15 @@ pub fn submit(args: &SubmitArgs) -> Result<()> {
     prepared.record.job_id = Some(job.clone());
     dir.write_session(&prepared.record)?;
     let progress = Progress::new(args.json);
-    progress.event(
-        &format!("Submitted job {job} for session {}", dir.id),
-        serde_json::json!({"event": "submitted", "session": dir.id, "job": job}),
-    );
+    if args.json {
+        progress.event(
+            "",
+            serde_json::json!({"event": "submitted", "session": dir.id, "job": job}),
+        );
+    } else {
+        // A plain line, so the ids stay on the screen when the wait is interrupted.
+        eprintln!("Submitted job {job} for session {}", dir.id);
+    }
     if args.no_wait {
         if !args.json {
             println!("{}", dir.id);
@@ -305,7 +323,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(json: bool) -> Progress {
-        let spinner = (!json && std::io::stderr().is_terminal()).then(|| {
+        // A terminal without TERM (or a dumb one) does not draw a spinner at all, so those get
+        // plain lines.
+        let term_ok = std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb");
+        let spinner = (!json && term_ok && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
@@ -336,6 +357,24 @@ impl Progress {
 const POLL_FIRST: Duration = Duration::from_secs(10);
 const POLL_MAX: Duration = Duration::from_secs(60);
 const FILE_POLL: Duration = Duration::from_millis(500);
+
+/// The fix for a pending reason that means the job will never start as submitted, or `None`.
+fn hopeless_reason(state: &slurm::JobState) -> Option<&'static str> {
+    match state.reason.as_deref()? {
+        "PartitionConfig" | "PartitionNodeLimit" => Some(
+            "ask for fewer CPUs, less memory or fewer GPUs than the partition's nodes have (`sinfo -o '%P %c %m %G'`)",
+        ),
+        "PartitionTimeLimit" => {
+            Some("ask for a shorter --time than the partition's limit (`sinfo -o '%P %l'`)")
+        }
+        "AccountNotAllowed" | "InvalidAccount" => {
+            Some("use an account you belong to (`sacctmgr show assoc user=$USER`)")
+        }
+        "InvalidQOS" | "QOSNotAllowed" => Some("use a QOS your account may use"),
+        "BadConstraints" => Some("remove or fix the constraint in --sbatch-arg"),
+        _ => None,
+    }
+}
 
 /// Returns the wait before the next scheduler query: half as long again, at most `POLL_MAX`.
 fn next_interval(interval: Duration) -> Duration {
@@ -389,6 +428,15 @@ pub fn wait_ready(dir: &SessionDir, job: &str, progress: &Progress) -> Result<Co
                         }
                         _ => job_failure(dir, job, &state),
                     });
+                }
+                Ok(Some(state)) if state.is_pending() && hopeless_reason(&state).is_some() => {
+                    progress.finish();
+                    let reason = state.reason.clone().unwrap_or_default();
+                    let _ = slurm::cancel(job);
+                    return Err(Error::usage(format!(
+                        "job {job} can never start ({reason}) and was cancelled"
+                    ))
+                    .with_hint(hopeless_reason(&state).unwrap_or_default().to_owned()));
                 }
                 Ok(Some(state)) => {
                     let text = if state.is_pending() {

@@ -38,6 +38,18 @@ fn main() -> ExitCode {
     init_logging(&cli);
     // Files we create are private, whatever umask the user or the batch job has.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    if !matches!(cli.command, Command::Run(_) | Command::Job(_)) {
+        // SAFETY: restoring the default action of SIGPIPE at start, before any thread exists.
+        // Output piped into `head` then ends the program quietly, as for other Unix tools,
+        // instead of a panic. The supervisors keep Rust's default, so a closed terminal
+        // cannot kill them halfway through stopping a server.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
 
     let result = match &cli.command {
         Command::Run(args) => launch::run(args),
@@ -56,6 +68,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error::report(&err);
+            if let Command::Submit(args) = &cli.command {
+                if args.json {
+                    let value = serde_json::json!({
+                        "event": "error", "message": err.message, "hint": err.hint,
+                        "details": err.details,
+                    });
+                    println!("{value}");
+                }
+            }
             err.kind.exit_code()
         }
     }

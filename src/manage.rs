@@ -20,12 +20,15 @@ fn state_of(
     ask_scheduler: bool,
 ) -> (String, Option<slurm::JobState>) {
     let server = dir.read_server().ok().flatten();
-    let job_state = match (&record.job_id, ask_scheduler, &server) {
+    let job_query = match (&record.job_id, ask_scheduler, &server) {
         (Some(job), true, server) if server.as_ref().is_none_or(|s| !s.state.is_final()) => {
-            slurm::job_state(job).ok().flatten()
+            Some(slurm::job_state(job))
         }
         _ => None,
     };
+    // Neither squeue nor sacct knows the job; a failed query says nothing either way.
+    let job_forgotten = matches!(job_query, Some(Ok(None)));
+    let job_state = job_query.and_then(|query| query.ok().flatten());
     let word = match (&server, &job_state) {
         (_, Some(job)) if job.is_pending() => "pending".to_owned(),
         // The job ended while the record still says the server runs: the node went away or
@@ -34,6 +37,7 @@ fn state_of(
             job.state.to_lowercase()
         }
         (None, Some(job)) if job.is_finished() => job.state.to_lowercase(),
+        (Some(server), None) if job_forgotten && !server.state.is_final() => "lost".to_owned(),
         // A local session whose supervisor is gone without recording its end was killed.
         (Some(server), None)
             if record.mode == Mode::Local
@@ -51,6 +55,18 @@ fn state_of(
     (word, job_state)
 }
 
+/// Whether a session may still be running, from its state word: anything but a final state.
+pub fn is_active(dir: &SessionDir) -> bool {
+    let Ok(record) = dir.read_session() else {
+        return false;
+    };
+    let (word, _) = state_of(dir, &record, true);
+    matches!(
+        word.as_str(),
+        "pending" | "submitted" | "starting" | "ready" | "stopping" | "running"
+    )
+}
+
 /// `hpc-rstudio list`.
 pub fn list(args: &ListArgs) -> Result<()> {
     let user = User::current()?;
@@ -62,8 +78,12 @@ pub fn list(args: &ListArgs) -> Result<()> {
             id: id.clone(),
             path: session::sessions_root(&state_dir).join(&id),
         };
-        let Ok(record) = dir.read_session() else {
-            continue;
+        let record = match dir.read_session() {
+            Ok(record) => record,
+            Err(err) => {
+                eprintln!("warning: skipping session {id}: {err}");
+                continue;
+            }
         };
         // One squeue call per unfinished batch session; finished ones are read from files.
         let (state, _) = state_of(&dir, &record, true);

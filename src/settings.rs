@@ -71,13 +71,17 @@ impl FileConfig {
             Err(err) => return Err(Error::io("read configuration file", path, err)),
         };
         toml::from_str(&text).map_err(|err| {
+            let line = err
+                .span()
+                .map(|span| text[..span.start].lines().count().max(1));
+            let place = line.map_or(String::new(), |l| format!(" line {l}"));
             Error::usage(format!(
-                "invalid configuration file {}: {}",
+                "invalid configuration file {}{place}: {}",
                 path.display(),
                 err.message()
             ))
             .with_hint(
-                "fix or remove the line named above; `hpc-rstudio --help` lists the settings",
+                "fix or remove that line; the README's Configuration section lists the settings",
             )
         })
     }
@@ -214,6 +218,18 @@ pub fn resolve(
         resources,
     };
     check_binds(&settings.binds)?;
+    if let Some(port) = settings.port {
+        if port < 1024 {
+            return Err(Error::usage(format!("invalid port {port}"))
+                .with_hint("choose an unprivileged port from 1024 to 65535, or leave --port out so a free one is chosen"));
+        }
+    }
+    if let Some(dir) = &settings.node_tmp {
+        if !dir.is_absolute() {
+            return Err(Error::usage(format!("node_tmp '{}' is not an absolute path", dir.display()))
+                .with_hint("set node_tmp in the configuration file to an absolute node-local directory, for example /tmp or /local/scratch"));
+        }
+    }
     Ok(settings)
 }
 
@@ -257,12 +273,26 @@ fn resolve_resources(files: &Files, args: Option<&ResourceArgs>) -> Result<Resou
     sbatch_args.extend(file.sbatch_args.iter().cloned());
     sbatch_args.extend(args.sbatch_args.iter().cloned());
     for arg in &sbatch_args {
+        let name = arg.split('=').next().unwrap_or_default();
+        let managed = MANAGED_SBATCH_OPTIONS.iter().any(|m| {
+            name == *m || (m.len() == 2 && name.starts_with(m) && !name.starts_with("--"))
+        });
+        if managed {
+            return Err(Error::usage(format!(
+                "--sbatch-arg {arg} would override an option hpc-rstudio sets itself"
+            ))
+            .with_hint("use hpc-rstudio's own flags for time, CPUs, memory, partition, account and GPUs; output, signal and array options cannot be changed"));
+        }
         if !arg.starts_with('-') || arg.contains(['\n', '\r']) {
             return Err(Error::usage(format!("invalid sbatch option '{arg}'"))
                 .with_hint("give each option as one argument starting with a dash, for example --sbatch-arg=--qos=long"));
         }
     }
     let save_lead = pick!(save_lead).unwrap_or(120);
+    if save_lead < 10 {
+        return Err(Error::usage(format!("invalid save lead of {save_lead} s"))
+            .with_hint("give R sessions at least 10 seconds to save their state, for example --save-lead 120"));
+    }
     if let Some(limit) = time_seconds {
         if u64::from(save_lead) >= limit {
             return Err(Error::usage(format!(
@@ -299,6 +329,56 @@ pub fn parse_port_range(text: &str) -> Result<(u16, u16)> {
     }
 }
 
+/// Variables the session sets itself inside the container.
+const RESERVED_VARIABLES: &[&str] = &["USER", "LOGNAME", "PASSWORD", "HOME"];
+
+/// rserver options that hpc-rstudio sets for every session; a second value would make rserver
+/// fail with "cannot be specified more than once" on the node.
+const MANAGED_RSERVER_OPTIONS: &[&str] = &[
+    "server-user",
+    "server-daemonize",
+    "www-address",
+    "www-port",
+    "www-socket",
+    "auth-none",
+    "auth-pam-helper-path",
+    "auth-timeout-minutes",
+    "auth-stay-signed-in-days",
+    "auth-minimum-user-id",
+    "secure-cookie-key-file",
+    "database-config-file",
+    "server-data-dir",
+    "rsession-path",
+];
+
+/// sbatch options that hpc-rstudio sets itself or that break the one-job, one-server design.
+const MANAGED_SBATCH_OPTIONS: &[&str] = &[
+    "--output",
+    "-o",
+    "--error",
+    "-e",
+    "--signal",
+    "--array",
+    "-a",
+    "--wrap",
+    "--parsable",
+    "--wait",
+    "-W",
+    "--job-name",
+    "-J",
+    "--time",
+    "-t",
+    "--cpus-per-task",
+    "-c",
+    "--mem",
+    "--partition",
+    "-p",
+    "--account",
+    "-A",
+    "--gpus",
+    "-G",
+];
+
 fn parse_env(item: &str) -> Result<(String, String)> {
     let valid_key = |key: &str| {
         !key.is_empty()
@@ -306,6 +386,12 @@ fn parse_env(item: &str) -> Result<(String, String)> {
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
     match item.split_once('=') {
+        Some((key, _)) if RESERVED_VARIABLES.contains(&key) => Err(Error::usage(format!(
+            "--env {key} is set by hpc-rstudio for every session and cannot be changed"
+        ))
+        .with_hint(
+            "leave it out; the session's user name and password are printed when it is ready",
+        )),
         Some((key, value)) if valid_key(key) => Ok((key.to_owned(), value.to_owned())),
         _ => Err(
             Error::usage(format!("invalid environment setting '{item}'")).with_hint(
@@ -318,6 +404,10 @@ fn parse_env(item: &str) -> Result<(String, String)> {
 fn parse_rserver_option(item: &str) -> Result<(String, String)> {
     let item = item.trim_start_matches('-');
     match item.split_once('=') {
+        Some((name, _)) if MANAGED_RSERVER_OPTIONS.contains(&name) => Err(Error::usage(format!(
+            "--rserver-option {name} is set by hpc-rstudio for every session"
+        ))
+        .with_hint("use hpc-rstudio's own flag where there is one (--port, --socket, --address), or leave it out")),
         Some((name, value))
             if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
         {
@@ -363,25 +453,46 @@ pub fn parse_bind(item: &str) -> Result<Bind<'_>> {
     Ok(Bind { source, dest })
 }
 
-/// Container paths where each session binds its own private directory or file. The runtime
-/// ignores a second bind to the same place, with only a warning, so one is rejected here.
+/// Container paths where each session binds its own private directories, or where the image
+/// keeps RStudio's programs and configuration. A bind at or below one of them would replace or
+/// change what the session relies on: the runtime ignores a second bind to the same place, and
+/// rserver makes its data directory below /run writable by all users.
 const RESERVED_DESTINATIONS: &[&str] = &[
     "/run",
     "/tmp",
     "/var/lib/rstudio-server",
-    "/etc/rstudio/logging.conf",
+    "/etc/rstudio",
+    "/usr/lib/rstudio-server",
 ];
 
+/// Normalizes an absolute path lexically: repeated slashes and `.` go, `..` drops a component.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Checks that every bind source exists, so that the container does not fail to start with
-/// "mount source ... doesn't exist" on the compute node, and that no bind replaces a private
-/// directory of the session.
+/// "mount source ... doesn't exist" on the compute node, and that no bind lands on a reserved
+/// place of the session.
 fn check_binds(binds: &[String]) -> Result<()> {
     for item in binds {
         let bind = parse_bind(item)?;
-        let dest = bind.dest.trim_end_matches('/');
-        if RESERVED_DESTINATIONS.contains(&dest) {
+        let dest = normalize(bind.dest);
+        let reserved = RESERVED_DESTINATIONS
+            .iter()
+            .find(|r| dest == **r || dest.starts_with(&format!("{r}/")));
+        if let Some(reserved) = reserved {
             return Err(Error::usage(format!(
-                "bind destination {dest} in '{item}' is reserved: each session binds its own private directory there"
+                "bind destination {dest} in '{item}' is reserved: the session keeps its private files or RStudio's own files at {reserved}"
             ))
             .with_hint("bind your data somewhere else, for example under /scratch or /data"));
         }
@@ -408,6 +519,15 @@ mod tests {
         assert!(parse_port_range("80-90").is_err());
         assert!(parse_port_range("9000-8000").is_err());
         assert!(parse_port_range("x").is_err());
+    }
+
+    #[test]
+    fn managed_options_are_rejected() {
+        assert!(parse_rserver_option("www-port=9000").is_err());
+        assert!(parse_rserver_option("--auth-none=1").is_err());
+        assert!(parse_rserver_option("www-frame-origin=same").is_ok());
+        assert!(parse_env("PASSWORD=x").is_err());
+        assert!(parse_env("USER=x").is_err());
     }
 
     #[test]
@@ -452,6 +572,20 @@ mod tests {
             err.message
         );
         assert!(check_binds(&["/etc:/tmp/".to_owned()]).is_err());
+        for sneaky in [
+            "/run/rstudio-server",
+            "//run",
+            "/run/.",
+            "/tmp/../run",
+            "/./tmp",
+            "/tmp/rstudio-server",
+            "/etc/rstudio",
+            "/usr/lib/rstudio-server/bin",
+        ] {
+            let item = format!("/etc:{sneaky}");
+            assert!(check_binds(std::slice::from_ref(&item)).is_err(), "{item} was accepted");
+        }
+        assert!(check_binds(&["/etc:/runner".to_owned()]).is_ok());
         assert!(check_binds(&["/etc:/data".to_owned()]).is_ok());
     }
 

@@ -58,6 +58,11 @@ pub fn supervise(
     let placement = Placement::detect(record.mode, record.settings.cpus);
     let mut supervisor = Supervisor::new(user, dir, record, placement)?;
     let result = supervisor.run(report);
+    if result.is_err() {
+        // A failure after rserver started (a full disk under the session records, say) must
+        // not leave the server running without its supervisor.
+        supervisor.stop_server();
+    }
     supervisor.cleanup();
     if let Err(err) = &result {
         supervisor.record_failure(err);
@@ -262,14 +267,25 @@ impl<'a> Supervisor<'a> {
     fn r_libs_user(&self) -> Result<PathBuf> {
         let image = &self.record.image;
         let name = match &image.reference {
-            Some(reference) => crate::image::cache_file_name(reference),
-            None => image
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            Some(reference) => crate::image::cache_file_name(reference)
+                .trim_end_matches(".sif")
+                .to_owned(),
+            // Two different images may share a file name in different directories, so the
+            // directory's hash joins the name.
+            None => {
+                let stem = image
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
+                let stem = stem.unwrap_or_default();
+                let parent = image
+                    .path
+                    .parent()
+                    .map(|p| p.to_string_lossy().into_owned());
+                let hash = fnv1a(parent.unwrap_or_default().as_bytes());
+                format!("{}-{hash:08x}", stem.trim_end_matches(".sif"))
+            }
         };
-        let name = name.trim_end_matches(".sif").to_owned();
         let r_version = self
             .record
             .probe
@@ -414,6 +430,14 @@ impl<'a> Supervisor<'a> {
             .stderr(Stdio::from(log_err))
             // Its own process group, so that Ctrl-C reaches only us and we stop it in order.
             .process_group(0);
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // which is async-signal-safe. With it, the container is told to stop (SIGTERM, which
+        // the runtime forwards to rserver) when the supervisor dies, even by SIGKILL.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
         tracing::debug!(command = %crate::process::display_argv(&cmd), "starting rserver");
         let child = cmd.spawn().map_err(|err| {
             Error::failed(format!(
@@ -448,7 +472,7 @@ impl<'a> Supervisor<'a> {
         }
         let prefix = self.record.runtime.env_prefix();
         for (key, value) in self.container_env(password) {
-            cmd.env(format!("{prefix}{key}"), value);
+            cmd.env(format!("{prefix}{key}"), escape_for_runtime(&value));
         }
     }
 
@@ -692,6 +716,16 @@ impl<'a> Supervisor<'a> {
     }
 
     fn cleanup(&mut self) {
+        if self.record.settings.shared_tmp {
+            // rserver's keys in the host's /tmp would block the next user's --shared-tmp launch.
+            let leftover = Path::new("/tmp/rstudio-server");
+            let ours = std::fs::symlink_metadata(leftover).is_ok_and(|m| {
+                std::os::unix::fs::MetadataExt::uid(&m) == self.user.uid && m.is_dir()
+            });
+            if ours {
+                let _ = std::fs::remove_dir_all(leftover);
+            }
+        }
         if let Some(nodes) = self.nodes.take() {
             if let Err(err) = std::fs::remove_dir_all(&nodes.root) {
                 tracing::warn!("cannot remove {}: {err}", nodes.root.display());
@@ -741,6 +775,27 @@ fn exit_error(
     Error::failed(message).with_details(lines).with_hint(hint)
 }
 
+/// The 32-bit FNV-1a hash: short, stable across releases, and enough to tell directories apart.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash, b| {
+        (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Escapes a value for the runtime's environment prefix: Apptainer and SingularityCE evaluate
+/// those values like a shell would inside double quotes, so `$`, a backquote and a backslash
+/// are escaped to arrive as written.
+fn escape_for_runtime(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | '$' | '`') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// A random password of 27 characters from a 32-letter alphabet: 135 bits.
 fn random_password() -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghjkmnpqrstuvwxyz23456789A";
@@ -767,6 +822,23 @@ fn signal_name(signal: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fnv1a_known_values() {
+        assert_eq!(fnv1a(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a(b"a"), 0xe40c_292c);
+        assert_ne!(fnv1a(b"/opt/images"), fnv1a(b"/home/u/images"));
+    }
+
+    #[test]
+    fn runtime_escaping() {
+        assert_eq!(escape_for_runtime("price $5"), "price \\$5");
+        assert_eq!(escape_for_runtime("$(touch x)`y`"), "\\$(touch x)\\`y\\`");
+        assert_eq!(
+            escape_for_runtime("a\\b \"q\" 'x' 8(x2)"),
+            "a\\\\b \"q\" 'x' 8(x2)"
+        );
+    }
 
     #[test]
     fn password_has_enough_entropy() {

@@ -364,7 +364,10 @@ fn host_r_and_libraries_do_not_leak() {
         "MY_SETTING=a b (c) 'd'",
         "--env",
         "SLURM_LIKE=8(x2)",
+        "--env",
+        "DOLLAR=price $5 $(touch /tmp/hpcrs-env-ran) `touch /tmp/hpcrs-env-ran` \\n",
     ];
+    let _ = std::fs::remove_file("/tmp/hpcrs-env-ran");
     let mut running = Running::start(as_user(user, "/usr/bin/env", &args));
     let note = running.wait_for("host variables not passed", Duration::from_secs(120));
     assert!(
@@ -406,6 +409,19 @@ fn host_r_and_libraries_do_not_leak() {
         Some("a b (c) 'd'")
     );
     assert_eq!(env_value(&environ, "SLURM_LIKE").as_deref(), Some("8(x2)"));
+    assert_eq!(
+        env_value(&environ, "DOLLAR").as_deref(),
+        Some("price $5 $(touch /tmp/hpcrs-env-ran) `touch /tmp/hpcrs-env-ran` \\n")
+    );
+    assert!(
+        !std::path::Path::new("/tmp/hpcrs-env-ran").exists(),
+        "a value was run as a command"
+    );
+    assert_eq!(
+        env_value(&environ, "PASSWORD"),
+        None,
+        "the password reached the R session"
+    );
     let r_libs = env_value(&environ, "R_LIBS_USER").unwrap();
     assert!(
         r_libs.starts_with(&format!("/home/{user}/R/hpc-rstudio/")),

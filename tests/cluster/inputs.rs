@@ -171,3 +171,32 @@ fn invalid_config_file_names_the_key() {
     let _ = std::fs::remove_file(&config);
     finished.fails_with(2, &["invalid configuration file", "imgae"]);
 }
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
+fn job_that_can_never_start_is_reported() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(0);
+    let before = queued_jobs(user);
+    // The node has 16 CPUs, so 50 can never be allocated.
+    let finished = tool(
+        &env,
+        user,
+        &[
+            "submit",
+            "--cpus",
+            "50",
+            "--time",
+            "5",
+            "--image",
+            &env.image("2024.12"),
+        ],
+    );
+    finished.fails_with(2, &["can never start (PartitionConfig)", "fewer CPUs"]);
+    assert_eq!(
+        queued_jobs(user),
+        before,
+        "the hopeless job was left in the queue"
+    );
+}

@@ -59,10 +59,13 @@ fn main() -> ExitCode {
         &limits,
     );
     // The whole environment too, one KEY=VALUE per line, so tests can check what reached R.
-    // PASSWORD is left out: the record is a file in the user's home.
+    // PASSWORD's value is left out, because the record is a file in the user's home; only
+    // whether it was set is recorded.
     let mut environ: Vec<String> = std::env::vars()
-        .filter(|(key, _)| key != "PASSWORD")
-        .map(|(key, value)| format!("{key}={value}\n"))
+        .map(|(key, value)| match key.as_str() {
+            "PASSWORD" => "PASSWORD=(set)\n".to_owned(),
+            _ => format!("{key}={value}\n"),
+        })
         .collect();
     environ.sort();
     let recorded = rsession::write_atomically(&session_dir.join(RECORD_FILE), record.as_bytes())
