@@ -370,7 +370,8 @@ fn check_image(text: &str, files: &Files, user: &User, runtime: &Runtime) -> Vec
             image.identity()
         ),
     )];
-    match crate::probe::probe_cached(&image, runtime, &crate::paths::cache_dir(user)) {
+    let probe = crate::probe::probe_cached(&image, runtime, &crate::paths::cache_dir(user));
+    match &probe {
         Ok(probe) => {
             checks.push(Check::ok(
                 "image RStudio",
@@ -390,8 +391,8 @@ fn check_image(text: &str, files: &Files, user: &User, runtime: &Runtime) -> Vec
         }
         Err(err) => checks.push(Check::fail(
             "image RStudio",
-            err.message,
-            err.hint.unwrap_or_default(),
+            err.message.clone(),
+            err.hint.clone().unwrap_or_default(),
         )),
     }
 
@@ -400,7 +401,8 @@ fn check_image(text: &str, files: &Files, user: &User, runtime: &Runtime) -> Vec
     cmd.args(["exec", "--cleanenv", "--no-home"]).arg(&image.path).args([
         "/bin/sh",
         "-c",
-        "ls -ln /var/lib/rstudio-server 2>/dev/null | tail -n +2; test -d /opt/TinyTeX && echo HPC_RSTUDIO_TINYTEX",
+        "ls -ln /var/lib/rstudio-server 2>/dev/null | tail -n +2; test -d /opt/TinyTeX && echo HPC_RSTUDIO_TINYTEX; \
+         while IFS= read -r line; do echo \"HPC_RSTUDIO_CONF $line\"; done < /etc/rstudio/rserver.conf 2>/dev/null",
     ]);
     if let Ok(output) = crate::process::run(&mut cmd, None, Duration::from_secs(120)) {
         let files: Vec<&str> = output
@@ -412,6 +414,9 @@ fn check_image(text: &str, files: &Files, user: &User, runtime: &Runtime) -> Vec
             "image state files",
             format!("/var/lib/rstudio-server holds {} file(s); each session binds a private directory over it", files.len()),
         ));
+        if let Ok(probe) = &probe {
+            checks.push(check_rserver_conf(&output.stdout, probe));
+        }
         if output.stdout.contains("HPC_RSTUDIO_TINYTEX") {
             checks.push(Check::warn(
                 "image TeX",
@@ -420,7 +425,72 @@ fn check_image(text: &str, files: &Files, user: &User, runtime: &Runtime) -> Vec
             ));
         }
     }
+    checks.push(check_rsession(&image, runtime));
+    checks.push(check_pam_helper(&image, runtime, user));
     checks
+}
+
+/// Checks the options the image's /etc/rstudio/rserver.conf sets against the options its
+/// rserver lists: an unknown one makes rserver exit at once.
+fn check_rserver_conf(listing: &str, probe: &crate::probe::Probe) -> Check {
+    let unknown: Vec<String> = listing
+        .lines()
+        .filter_map(|line| line.strip_prefix("HPC_RSTUDIO_CONF "))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split('=').next().map(|key| key.trim().to_owned()))
+        .filter(|key| !probe.supports(key))
+        .collect();
+    if unknown.is_empty() {
+        return Check::ok("image rserver.conf", "every option it sets is known to this rserver");
+    }
+    Check::fail(
+        "image rserver.conf",
+        format!("/etc/rstudio/rserver.conf sets {}, which this rserver does not know ({})", unknown.join(", "), probe.describe()),
+        "rserver would exit with \"unrecognised option\": use an image whose configuration matches its RStudio, or rebuild it without that line",
+    )
+}
+
+/// Starts the image's rsession with --version. It fails at once when it cannot load R, for
+/// example when the image's R is newer than its RStudio build.
+fn check_rsession(image: &crate::image::Image, runtime: &Runtime) -> Check {
+    let mut cmd = runtime.command();
+    cmd.args(["exec", "--cleanenv", "--no-home"]).arg(&image.path).args([crate::probe::RSESSION, "--version"]);
+    let Ok(output) = crate::process::run(&mut cmd, None, Duration::from_secs(120)) else {
+        return Check::warn("image rsession", "rsession --version did not finish", "read `hpc-rstudio logs` after a launch");
+    };
+    let lines: Vec<String> = output.stdout.lines().chain(output.stderr.lines()).map(str::to_owned).collect();
+    match crate::diagnose::find(&lines) {
+        Some(finding) => Check::fail(
+            "image rsession",
+            format!("rsession cannot start: {}", finding.line.trim()),
+            format!("{}; {}", finding.known.cause, finding.known.fix),
+        ),
+        None => Check::ok("image rsession", "rsession starts"),
+    }
+}
+
+/// Runs the image's pam-helper the way rserver does, with a throwaway password passed the way
+/// sessions pass theirs. A rejection means every sign-in would fail.
+fn check_pam_helper(image: &crate::image::Image, runtime: &Runtime, user: &User) -> Check {
+    let password = "hpc-rstudio-doctor-check";
+    let prefix = runtime.env_prefix();
+    let mut cmd = runtime.command();
+    cmd.args(["exec", "--cleanenv", "--no-home"])
+        .arg(&image.path)
+        .args([crate::probe::PAM_HELPER, &user.name, "rstudio", "1"])
+        .env(format!("{prefix}USER"), &user.name)
+        .env(format!("{prefix}PASSWORD"), password);
+    let input = format!("{password}\n");
+    match crate::process::run(&mut cmd, Some(input.as_bytes()), Duration::from_secs(120)) {
+        Ok(output) if output.success() => Check::ok("image sign-in", "pam-helper accepts the session's credentials"),
+        Ok(_) => Check::fail(
+            "image sign-in",
+            "pam-helper rejects the credentials a session passes in USER and PASSWORD",
+            "the image (or a site wrapper) clears USER or PASSWORD, so every sign-in would fail with \"Incorrect or invalid username/password\"; use another image",
+        ),
+        Err(err) => Check::warn("image sign-in", format!("pam-helper could not be run: {}", err.message), "run `hpc-rstudio run` to see whether sign-in works"),
+    }
 }
 
 /// Runs every check. `image` is the image to check, if any.
