@@ -617,8 +617,11 @@ fn doctor_on_node(args: &crate::cli::DoctorArgs) -> Result<()> {
     let text = std::fs::read_to_string(&output).unwrap_or_default();
     let _ = std::fs::remove_file(&output);
     let start = text.find('[').ok_or_else(|| {
+        // sbatch's own reason (an unknown partition, say) comes first, then the job's output.
+        let details = result.stderr.lines().chain(text.lines()).take(20).map(str::to_owned);
         crate::process::failure(&cmd, &result)
-            .with_details(text.lines().take(20).map(str::to_owned).collect())
+            .with_details(details.collect())
+            .with_hint("fix what sbatch or the job reports above")
     })?;
     let end = text.rfind(']').map_or(text.len(), |i| i + 1);
     let checks: Vec<serde_json::Value> =
