@@ -442,11 +442,18 @@ fn check_rserver_conf(listing: &str, probe: &crate::probe::Probe) -> Check {
         .filter(|key| !probe.supports(key))
         .collect();
     if unknown.is_empty() {
-        return Check::ok("image rserver.conf", "every option it sets is known to this rserver");
+        return Check::ok(
+            "image rserver.conf",
+            "every option it sets is known to this rserver",
+        );
     }
     Check::fail(
         "image rserver.conf",
-        format!("/etc/rstudio/rserver.conf sets {}, which this rserver does not know ({})", unknown.join(", "), probe.describe()),
+        format!(
+            "/etc/rstudio/rserver.conf sets {}, which this rserver does not know ({})",
+            unknown.join(", "),
+            probe.describe()
+        ),
         "rserver would exit with \"unrecognised option\": use an image whose configuration matches its RStudio, or rebuild it without that line",
     )
 }
@@ -455,11 +462,22 @@ fn check_rserver_conf(listing: &str, probe: &crate::probe::Probe) -> Check {
 /// example when the image's R is newer than its RStudio build.
 fn check_rsession(image: &crate::image::Image, runtime: &Runtime) -> Check {
     let mut cmd = runtime.command();
-    cmd.args(["exec", "--cleanenv", "--no-home"]).arg(&image.path).args([crate::probe::RSESSION, "--version"]);
+    cmd.args(["exec", "--cleanenv", "--no-home"])
+        .arg(&image.path)
+        .args([crate::probe::RSESSION, "--version"]);
     let Ok(output) = crate::process::run(&mut cmd, None, Duration::from_secs(120)) else {
-        return Check::warn("image rsession", "rsession --version did not finish", "read `hpc-rstudio logs` after a launch");
+        return Check::warn(
+            "image rsession",
+            "rsession --version did not finish",
+            "read `hpc-rstudio logs` after a launch",
+        );
     };
-    let lines: Vec<String> = output.stdout.lines().chain(output.stderr.lines()).map(str::to_owned).collect();
+    let lines: Vec<String> = output
+        .stdout
+        .lines()
+        .chain(output.stderr.lines())
+        .map(str::to_owned)
+        .collect();
     match crate::diagnose::find(&lines) {
         Some(finding) => Check::fail(
             "image rsession",
@@ -483,13 +501,20 @@ fn check_pam_helper(image: &crate::image::Image, runtime: &Runtime, user: &User)
         .env(format!("{prefix}PASSWORD"), password);
     let input = format!("{password}\n");
     match crate::process::run(&mut cmd, Some(input.as_bytes()), Duration::from_secs(120)) {
-        Ok(output) if output.success() => Check::ok("image sign-in", "pam-helper accepts the session's credentials"),
+        Ok(output) if output.success() => Check::ok(
+            "image sign-in",
+            "pam-helper accepts the session's credentials",
+        ),
         Ok(_) => Check::fail(
             "image sign-in",
             "pam-helper rejects the credentials a session passes in USER and PASSWORD",
             "the image (or a site wrapper) clears USER or PASSWORD, so every sign-in would fail with \"Incorrect or invalid username/password\"; use another image",
         ),
-        Err(err) => Check::warn("image sign-in", format!("pam-helper could not be run: {}", err.message), "run `hpc-rstudio run` to see whether sign-in works"),
+        Err(err) => Check::warn(
+            "image sign-in",
+            format!("pam-helper could not be run: {}", err.message),
+            "run `hpc-rstudio run` to see whether sign-in works",
+        ),
     }
 }
 
@@ -618,7 +643,12 @@ fn doctor_on_node(args: &crate::cli::DoctorArgs) -> Result<()> {
     let _ = std::fs::remove_file(&output);
     let start = text.find('[').ok_or_else(|| {
         // sbatch's own reason (an unknown partition, say) comes first, then the job's output.
-        let details = result.stderr.lines().chain(text.lines()).take(20).map(str::to_owned);
+        let details = result
+            .stderr
+            .lines()
+            .chain(text.lines())
+            .take(20)
+            .map(str::to_owned);
         crate::process::failure(&cmd, &result)
             .with_details(details.collect())
             .with_hint("fix what sbatch or the job reports above")

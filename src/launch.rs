@@ -631,6 +631,7 @@ fn fail_before_start(dir: &SessionDir, err: &Error) {
         hint: err.hint.clone(),
         sessions_suspended: 0,
         sessions_saved: 0,
+        sessions_lost: 0,
         problems: Vec::new(),
         limits: Vec::new(),
     };

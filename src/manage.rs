@@ -199,6 +199,12 @@ pub fn status(args: &StatusArgs) -> Result<()> {
                 server.sessions_saved, server.sessions_suspended
             );
         }
+        if server.sessions_lost > 0 {
+            println!(
+                "Lost:     {} R session(s) ended before they could save (the job was cancelled with scancel?)",
+                server.sessions_lost
+            );
+        }
         for limit in &server.limits {
             println!("Limit:    {limit}");
         }

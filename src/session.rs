@@ -98,6 +98,9 @@ pub struct ServerRecord {
     /// How many R sessions wrote their suspended state at the end.
     #[serde(default)]
     pub sessions_saved: u32,
+    /// How many R sessions ended with the supervisor's own stop signal, before they could save.
+    #[serde(default)]
+    pub sessions_lost: u32,
     /// Known errors rserver logged while the session ran.
     #[serde(default)]
     pub problems: Vec<Problem>,

@@ -583,7 +583,10 @@ mod tests {
             "/usr/lib/rstudio-server/bin",
         ] {
             let item = format!("/etc:{sneaky}");
-            assert!(check_binds(std::slice::from_ref(&item)).is_err(), "{item} was accepted");
+            assert!(
+                check_binds(std::slice::from_ref(&item)).is_err(),
+                "{item} was accepted"
+            );
         }
         assert!(check_binds(&["/etc:/runner".to_owned()]).is_ok());
         assert!(check_binds(&["/etc:/data".to_owned()]).is_ok());

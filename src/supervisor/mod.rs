@@ -97,6 +97,8 @@ struct Supervisor<'a> {
     child_pid: Option<i32>,
     events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
     starts: u32,
+    /// The rsession pids seen at the last look, every few seconds while the session runs.
+    recent_sessions: Vec<i32>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -118,6 +120,7 @@ impl<'a> Supervisor<'a> {
             hint: None,
             sessions_suspended: 0,
             sessions_saved: 0,
+            sessions_lost: 0,
             problems: Vec::new(),
             limits: effective_limits(),
         };
@@ -132,6 +135,7 @@ impl<'a> Supervisor<'a> {
             child_pid: None,
             events: mpsc::channel(),
             starts: 0,
+            recent_sessions: Vec::new(),
         })
     }
 
@@ -191,6 +195,20 @@ impl<'a> Supervisor<'a> {
         // File times come from the kernel's coarse clock, which can lag the system clock by a
         // few milliseconds, so the window opens a little before the stop.
         let stop_started = std::time::SystemTime::now() - Duration::from_secs(2);
+        // R sessions seen a moment ago that are gone now got the same signal as the supervisor
+        // (a plain scancel sends SIGTERM to every process of the job) and could not save.
+        let current = self.rsession_pids();
+        let lost = self
+            .recent_sessions
+            .iter()
+            .filter(|p| !current.contains(p))
+            .count() as u32;
+        if lost > 0 {
+            report(&Report::Note(&format!(
+                "{lost} R session(s) ended before they could save their state; stop sessions with `hpc-rstudio stop`, not scancel"
+            )));
+        }
+        self.server.sessions_lost = lost;
         let suspended = self.stop_server();
         let state_root = crate::rstudio_state::state_root(self.user, &self.record.settings.env);
         let saved = crate::rstudio_state::sessions_saved_since(&state_root, stop_started);
@@ -584,6 +602,7 @@ impl<'a> Supervisor<'a> {
             match self.events.1.recv_timeout(LOG_WATCH) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     log_offset = self.watch_log(log_offset, report);
+                    self.recent_sessions = self.rsession_pids();
                 }
                 Ok(Event::Signal(signal)) => {
                     // `stop` sends the same SIGUSR2 as SLURM's time-limit warning, and leaves a
@@ -663,12 +682,7 @@ impl<'a> Supervisor<'a> {
             self.kill_leftovers();
             return 0;
         };
-        let own = std::process::id() as i32;
-        let sessions: Vec<i32> = procs::descendants(own, &procs::all())
-            .into_iter()
-            .filter(|p| p.comm == "rsession")
-            .map(|p| p.pid)
-            .collect();
+        let sessions = self.rsession_pids();
         for session in &sessions {
             tracing::info!(pid = session, "asking rsession to save its state (SIGUSR2)");
             let _ = kill(Pid::from_raw(*session), Signal::SIGUSR2);
@@ -694,6 +708,16 @@ impl<'a> Supervisor<'a> {
         }
         self.kill_leftovers();
         sessions.len() as u32
+    }
+
+    /// The pids of the R sessions below the supervisor.
+    fn rsession_pids(&self) -> Vec<i32> {
+        let own = std::process::id() as i32;
+        procs::descendants(own, &procs::all())
+            .into_iter()
+            .filter(|p| p.comm == "rsession")
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// Kills every process still below the supervisor and reaps them.

@@ -260,3 +260,41 @@ fn submit_no_wait_then_status_and_stop() {
     let value: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
     assert_ne!(value["state"], "ready", "{value}");
 }
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
+fn plain_scancel_is_not_reported_as_saved() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(0);
+    reset_user(user);
+    let (_, id, _, password) = submit(&env, user, &["--time", "10"]);
+    let dir = state_dir(user, &id);
+    let connection = read_json(&dir.join("connection.json"));
+    let port = connection["port"].as_u64().unwrap();
+    let (ok, page) = sign_in(&format!("http://127.0.0.1:{port}"), user, &password, &[]);
+    assert!(ok, "{page}");
+    // Let the supervisor see the R session, then cancel the job the plain way.
+    std::thread::sleep(Duration::from_secs(4));
+    let job = read_json(&dir.join("session.json"))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    run(as_user(user, "scancel", &[&job]), Duration::from_secs(30)).success();
+    let mut server = serde_json::Value::Null;
+    for _ in 0..60 {
+        server = read_json(&dir.join("server.json"));
+        if server["state"] == "stopped" || server["state"] == "failed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(server["state"], "stopped", "{server}");
+    assert_eq!(
+        server["sessions_saved"], 0,
+        "a killed R session was reported as saved: {server}"
+    );
+    let told =
+        server["sessions_lost"].as_u64().unwrap() + server["sessions_suspended"].as_u64().unwrap();
+    assert_eq!(told, 1, "the R session is not accounted for: {server}");
+}

@@ -765,16 +765,36 @@ fn doctor_finds_images_that_cannot_launch() {
     let cases = [
         ("broken", "FAIL image rserver.conf", "admin-enabled"),
         ("r-too-new", "FAIL image rsession", "Rf_countContexts"),
-        ("env-cleared", "FAIL image sign-in", "Incorrect or invalid username/password"),
+        (
+            "env-cleared",
+            "FAIL image sign-in",
+            "Incorrect or invalid username/password",
+        ),
     ];
     for (image, line, detail) in cases {
         let finished = tool(&env, user, &["doctor", "--image", &env.image(image)]);
         let finished = finished.fails_with(1, &["check(s) failed"]);
-        assert!(finished.stdout().contains(line), "{image}: no {line:?}\n{}", finished.explain());
-        assert!(finished.stdout().contains(detail), "{image}: no {detail:?}\n{}", finished.explain());
+        assert!(
+            finished.stdout().contains(line),
+            "{image}: no {line:?}\n{}",
+            finished.explain()
+        );
+        assert!(
+            finished.stdout().contains(detail),
+            "{image}: no {detail:?}\n{}",
+            finished.explain()
+        );
     }
     let good = tool(&env, user, &["doctor", "--image", &env.image("2024.12")]).success();
-    for line in ["OK   image rserver.conf", "OK   image rsession", "OK   image sign-in"] {
-        assert!(good.stdout().contains(line), "no {line:?}\n{}", good.explain());
+    for line in [
+        "OK   image rserver.conf",
+        "OK   image rsession",
+        "OK   image sign-in",
+    ] {
+        assert!(
+            good.stdout().contains(line),
+            "no {line:?}\n{}",
+            good.explain()
+        );
     }
 }
