@@ -86,6 +86,11 @@ pub const KNOWN_ERRORS: &[KnownError] = &[
         fix: "ask the admins to enable user namespaces (user.max_user_namespaces) or install the runtime setuid",
     },
     KnownError {
+        pattern: "maximum number of user namespaces exceeded",
+        cause: "the node's limit on user namespaces is reached or set to 0, and the runtime is not installed setuid",
+        fix: "ask the admins to raise user.max_user_namespaces (sysctl) or to install the runtime setuid",
+    },
+    KnownError {
         pattern: "Failed to create user namespace",
         cause: "the runtime could not create a user namespace on this node",
         fix: "ask the admins to enable user namespaces (user.max_user_namespaces) or install the runtime setuid",

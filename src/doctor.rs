@@ -707,8 +707,6 @@ pub fn preflight(runtime: &Runtime, user: &User) -> Result<()> {
 mod tests {
     use super::*;
 
-    // NOTE: the cluster tests cannot disable user namespaces, because this VM does not let even
-    // root write user.max_user_namespaces; the verdict is tested here on its inputs.
     #[test]
     fn disabled_namespaces_fail_without_setuid() {
         let check = namespace_verdict(None, Some(0));

@@ -798,3 +798,50 @@ fn doctor_finds_images_that_cannot_launch() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
+fn disabled_user_namespaces_are_diagnosed() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(0);
+    // A user namespace whose own limit on further user namespaces is 0: inside it, the
+    // unprivileged runtime cannot create the namespace it needs, as on a node where
+    // user.max_user_namespaces is 0. The real runtime fails there too, which is checked first.
+    let bin = env.bin.display().to_string();
+    let image = env.image("2024.12");
+    let script = "echo 0 > /proc/sys/user/max_user_namespaces || exit 99; \
+                  apptainer exec \"$2\" true; echo \"runtime exit $?\"; \
+                  \"$1\" doctor; echo \"doctor exit $?\"; \
+                  \"$1\" run --image \"$2\"; echo \"run exit $?\"";
+    let finished = run(
+        as_user(
+            user,
+            "unshare",
+            &[
+                "--user",
+                "--map-current-user",
+                "--keep-caps",
+                "sh",
+                "-c",
+                script,
+                "sh",
+                &bin,
+                &image,
+            ],
+        ),
+        Duration::from_secs(120),
+    );
+    let out = format!("{}{}", finished.stdout(), finished.stderr());
+    assert!(
+        out.contains("runtime exit 255") || out.contains("runtime exit 1"),
+        "the runtime did not fail:\n{out}"
+    );
+    assert!(out.contains("Failed to create user namespace"), "{out}");
+    assert!(out.contains("FAIL namespaces"), "{out}");
+    assert!(out.contains("user.max_user_namespaces = 0"), "{out}");
+    assert!(out.contains("doctor exit 1"), "{out}");
+    assert!(out.contains("error: namespaces:"), "{out}");
+    assert!(out.contains("run exit 1"), "{out}");
+    assert!(out.contains("install the runtime setuid"), "{out}");
+}
