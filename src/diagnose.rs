@@ -111,6 +111,11 @@ pub const KNOWN_ERRORS: &[KnownError] = &[
         fix: "install TinyTeX under HOME with tinytex::install_tinytex() in R, or use an image that has the TeX packages",
     },
     KnownError {
+        pattern: "Exceeded job memory limit",
+        cause: "SLURM killed the job for using more memory than it asked for",
+        fix: "ask for more memory with --mem; `hpc-rstudio status ID` shows the limits the session started with",
+    },
+    KnownError {
         pattern: "OUT_OF_MEMORY",
         cause: "the job was killed for using more memory than it asked for",
         fix: "ask for more memory with --mem; `hpc-rstudio status ID` shows the limits the session started with",

@@ -534,7 +534,9 @@ fn server_failure(
 /// binary could not be started on the node.
 fn job_failure(dir: &SessionDir, job: &str, state: &slurm::JobState) -> Error {
     let lines = private_fs::tail_lines(&dir.file("job.out"), 10);
-    let oom = crate::diagnose::hint_for(std::slice::from_ref(&state.state));
+    let mut known = vec![state.state.clone()];
+    known.extend(lines.iter().cloned());
+    let oom = crate::diagnose::hint_for(&known);
     let hint = if let Some(oom) = oom {
         oom
     } else if dir.read_server().ok().flatten().is_none() {

@@ -165,6 +165,17 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     }
     println!("Session:  {}", record.id);
     println!("State:    {state}");
+    // A job that ended while the supervisor's record says it runs was killed from outside;
+    // the job's output (slurmstepd writes there) may say why.
+    if server.as_ref().is_some_and(|s| !s.state.is_final())
+        && job_state.as_ref().is_some_and(|j| j.is_finished())
+    {
+        let lines = crate::private_fs::tail_lines(&dir.file("job.out"), 10);
+        if let Some(finding) = crate::diagnose::find(&lines) {
+            println!("Problem:  {}", finding.line.trim());
+            println!("Hint:     {}; {}", finding.known.cause, finding.known.fix);
+        }
+    }
     if let Some(job) = &record.job_id {
         let detail = job_state.as_ref().map(|j| match &j.reason {
             Some(reason) if j.is_pending() => format!(" ({}, {reason})", j.state),

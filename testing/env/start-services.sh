@@ -131,7 +131,9 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+# Memory is a consumable resource, so each job gets a memory limit that OverMemoryKill enforces.
+SelectTypeParameters=CR_Core_Memory
+DefMemPerNode=2048
 SchedulerType=sched/backfill
 # Without these, slurmctld batches job starts and a new job starts about 3 s late.
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
@@ -145,6 +147,10 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 JobAcctGatherType=jobacct_gather/linux
+# Sample memory every second and kill a job that uses more than it asked for, so that tests can
+# see a real OUT_OF_MEMORY job without cgroups.
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1
 JobCompType=jobcomp/none
 # This machine sends no mail, and the default /usr/bin/mail is usually missing.
 MailProg=/bin/true

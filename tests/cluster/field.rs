@@ -223,6 +223,7 @@ fn credentials_that_never_arrive_are_caught() {
     let _serial = serial();
     let env = Env::load();
     let user = env.user(0);
+    quiesce_user(user);
     // The image's own environment script unsets PASSWORD, so the PAM helper would reject
     // every sign-in; the launch stops before rserver starts.
     let finished = tool(&env, user, &["run", "--image", &env.image("env-cleared")]);
@@ -844,4 +845,61 @@ fn disabled_user_namespaces_are_diagnosed() {
     assert!(out.contains("error: namespaces:"), "{out}");
     assert!(out.contains("run exit 1"), "{out}");
     assert!(out.contains("install the runtime setuid"), "{out}");
+}
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
+fn memory_kill_is_reported() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(1);
+    // The R session takes 300 MB in a job that asked for 100 MB; SLURM kills the job.
+    let finished = tool(
+        &env,
+        user,
+        &[
+            "submit",
+            "--mem",
+            "100M",
+            "--time",
+            "5",
+            "--env",
+            "STANDIN_ALLOCATE_MB=300",
+            "--image",
+            &env.image("2024.12"),
+        ],
+    )
+    .success();
+    let stdout = finished.stdout();
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RStudio Server is ready: session "))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_owned();
+    let password = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Password:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let port = read_json(&state_dir(user, &id).join("connection.json"))["port"]
+        .as_u64()
+        .unwrap();
+    let (ok, page) = sign_in(&format!("http://127.0.0.1:{port}"), user, &password, &[]);
+    assert!(ok, "{page}");
+    let mut text = String::new();
+    for _ in 0..60 {
+        text = tool(&env, user, &["status", &id]).success().stdout();
+        if text.contains("Problem:") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(text.contains("Exceeded job memory limit"), "{text}");
+    assert!(text.contains("ask for more memory with --mem"), "{text}");
+    assert!(
+        text.contains("Limit:    SLURM_MEM_PER_NODE = 100"),
+        "{text}"
+    );
 }

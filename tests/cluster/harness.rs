@@ -640,3 +640,17 @@ pub fn fs_type_of(path: &Path) -> String {
         text
     }
 }
+
+/// Cancels the user's jobs and waits until none of the user's RStudio processes are left, so a
+/// test that checks for leftovers does not see those of an earlier test that failed midway.
+pub fn quiesce_user(user: &str) {
+    let mut scancel = Command::new("scancel");
+    scancel.args(["-u", user]);
+    let _ = run(scancel, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && !processes_named(user, &["rserver", "rsession", "starter"]).is_empty()
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

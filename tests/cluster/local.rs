@@ -11,6 +11,7 @@ fn run_serves_sign_in_and_stops_cleanly() {
     let _serial = serial();
     let env = Env::load();
     let user = env.user(0);
+    quiesce_user(user);
     reset_user(user);
     let (mut running, session) = start_run(&env, user, &["--image", &env.image("2024.12")]);
 
@@ -102,6 +103,7 @@ fn run_sigterm_stops_cleanly() {
     let _serial = serial();
     let env = Env::load();
     let user = env.user(0);
+    quiesce_user(user);
     let (mut running, session) = start_run(&env, user, &["--image", &env.image("2024.12")]);
     running.signal("TERM");
     let status = running.wait_exit(Duration::from_secs(90));
@@ -124,6 +126,7 @@ fn broken_image_reports_log_lines() {
     let _serial = serial();
     let env = Env::load();
     let user = env.user(0);
+    quiesce_user(user);
     let finished = tool(&env, user, &["run", "--image", &env.image("broken")]);
     finished.fails_with(
         1,

@@ -85,6 +85,13 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     report_ready(&session_dir);
+    // Lets tests make an R session use memory, as a large data set would: STANDIN_ALLOCATE_MB
+    // megabytes are allocated and touched, then kept.
+    let _ballast: Vec<u8> = std::env::var("STANDIN_ALLOCATE_MB")
+        .ok()
+        .and_then(|mb| mb.parse::<usize>().ok())
+        .map(|mb| vec![1u8; mb << 20])
+        .unwrap_or_default();
 
     let minutes = rsession::timeout_minutes(&args);
     let timeout = (minutes > 0).then_some(minutes * 60);
