@@ -31,6 +31,8 @@ pub enum Command {
     Stop(SessionIdArg),
     /// Print a session's logs.
     Logs(SessionIdArg),
+    /// Remove the records of sessions that have ended.
+    Clean(CleanArgs),
     /// Fetch a Docker or OCI image into the image cache as a SIF file.
     Pull(PullArgs),
     /// Check everything a launch depends on, on this node or a compute node.
@@ -229,4 +231,11 @@ pub struct DoctorArgs {
     /// Print the checks as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
 }

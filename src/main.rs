@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         Command::Status(args) => manage::status(args),
         Command::Stop(args) => manage::stop(args),
         Command::Logs(args) => manage::logs(args),
+        Command::Clean(args) => manage::clean(args),
         Command::Pull(args) => manage::pull(args),
         Command::Doctor(args) => doctor::doctor(args),
         Command::Connect(args) => connect::run(args),

@@ -334,6 +334,35 @@ fn stop_local(dir: &SessionDir) -> Result<()> {
     )))
 }
 
+/// `hpc-rstudio clean`: removes the records of ended sessions, keeping running ones.
+pub fn clean(args: &crate::cli::CleanArgs) -> Result<()> {
+    let user = User::current()?;
+    let state_dir = paths::state_dir(&user);
+    let mut removed = 0;
+    for id in session::list_ids(&state_dir)? {
+        let dir = SessionDir {
+            id: id.clone(),
+            path: session::sessions_root(&state_dir).join(&id),
+        };
+        // A damaged record names no job or node to check, so it is kept for the user to look at.
+        if dir.read_session().is_err() || is_active(&dir) {
+            continue;
+        }
+        if args.dry_run {
+            println!("would remove {id}");
+        } else {
+            std::fs::remove_dir_all(&dir.path)
+                .map_err(|err| Error::io("remove", &dir.path, err))?;
+            println!("removed {id}");
+        }
+        removed += 1;
+    }
+    if removed == 0 {
+        eprintln!("No ended sessions to remove.");
+    }
+    Ok(())
+}
+
 /// `hpc-rstudio logs ID`.
 pub fn logs(args: &SessionIdArg) -> Result<()> {
     let user = User::current()?;

@@ -27,12 +27,7 @@ fn submit(env: &Env, user: &str, extra: &[&str]) -> (Finished, String, String, S
     };
     let tunnel = find("ssh -N -L");
     let password = find("Password:");
-    let id = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RStudio Server is ready: session "))
-        .and_then(|rest| rest.split(',').next())
-        .unwrap()
-        .to_owned();
+    let id = submitted_session_id(&stdout);
     (finished, id, format!("ssh -N -L {tunnel}"), password)
 }
 

@@ -302,13 +302,7 @@ fn limits_are_recorded_at_start() {
         ],
     )
     .success();
-    let id = finished
-        .stdout()
-        .lines()
-        .find_map(|l| l.strip_prefix("RStudio Server is ready: session "))
-        .and_then(|rest| rest.split(',').next())
-        .unwrap()
-        .to_owned();
+    let id = submitted_session_id(&finished.stdout());
     let status = tool(&env, user, &["status", &id]).success();
     tool(&env, user, &["stop", &id]).success();
     assert!(
@@ -871,12 +865,7 @@ fn memory_kill_is_reported() {
     )
     .success();
     let stdout = finished.stdout();
-    let id = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RStudio Server is ready: session "))
-        .and_then(|rest| rest.split(',').next())
-        .unwrap()
-        .to_owned();
+    let id = submitted_session_id(&stdout);
     let password = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("Password:"))

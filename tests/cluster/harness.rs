@@ -654,3 +654,13 @@ pub fn quiesce_user(user: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The session id from `submit`'s "RStudio Server is ready: session ID, ..." line.
+pub fn submitted_session_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RStudio Server is ready: session "))
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no ready line in submit's output:\n{stdout}"))
+        .to_owned()
+}

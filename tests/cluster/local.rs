@@ -450,3 +450,40 @@ fn killed_session_leftovers_are_removed() {
         first_dir.display()
     );
 }
+
+#[test]
+#[ignore = "needs the test cluster: run testing/ci.sh"]
+fn clean_removes_only_ended_sessions() {
+    let _serial = serial();
+    let env = Env::load();
+    let user = env.user(1);
+    let (mut ended, ended_session) = start_run(&env, user, &["--image", &env.image("2024.12")]);
+    ended.signal("TERM");
+    assert!(ended.wait_exit(Duration::from_secs(60)).success());
+    let (_running, live) = start_run(&env, user, &["--image", &env.image("2024.12")]);
+
+    let dry = tool(&env, user, &["clean", "--dry-run"]).success();
+    assert!(
+        dry.stdout()
+            .contains(&format!("would remove {}", ended_session.id)),
+        "{}",
+        dry.explain()
+    );
+    assert!(state_dir(user, &ended_session.id).exists());
+
+    let cleaned = tool(&env, user, &["clean"]).success();
+    assert!(
+        cleaned
+            .stdout()
+            .contains(&format!("removed {}", ended_session.id)),
+        "{}",
+        cleaned.explain()
+    );
+    assert!(
+        !cleaned.stdout().contains(&live.id),
+        "a running session was removed\n{}",
+        cleaned.explain()
+    );
+    assert!(!state_dir(user, &ended_session.id).exists());
+    assert!(state_dir(user, &live.id).join("connection.json").exists());
+}
