@@ -116,6 +116,16 @@ pub const KNOWN_ERRORS: &[KnownError] = &[
         fix: "ask for more memory with --mem; `hpc-rstudio status ID` shows the limits the session started with",
     },
     KnownError {
+        pattern: "Syntax error: \"(\" unexpected",
+        cause: "a generated shell script took a value with parentheses unquoted (a job script or rsession wrapper of another tool)",
+        fix: "hpc-rstudio quotes every generated value and checks its scripts with sh -n; if this comes from hpc-rstudio, report it with the script",
+    },
+    KnownError {
+        pattern: "DEPRECATED",
+        cause: "the runtime warns about a deprecated variable prefix (SINGULARITYENV_ or SINGULARITY_ under Apptainer) set in your environment",
+        fix: "use APPTAINERENV_ and APPTAINER_ names, or remove the variable; hpc-rstudio passes its own settings with the runtime's current prefix",
+    },
+    KnownError {
         pattern: "OUT_OF_MEMORY",
         cause: "the job was killed for using more memory than it asked for",
         fix: "ask for more memory with --mem; `hpc-rstudio status ID` shows the limits the session started with",
