@@ -493,14 +493,11 @@ fn check_rsession(image: &crate::image::Image, runtime: &Runtime) -> Check {
 fn check_pam_helper(image: &crate::image::Image, runtime: &Runtime, user: &User) -> Check {
     let password = "hpc-rstudio-doctor-check";
     let prefix = runtime.env_prefix();
-    let mut cmd = runtime.command();
-    cmd.args(["exec", "--cleanenv", "--no-home"])
-        .arg(&image.path)
-        .args([crate::probe::PAM_HELPER, &user.name, "rstudio", "1"])
-        .env(format!("{prefix}USER"), &user.name)
-        .env(format!("{prefix}PASSWORD"), password);
-    let input = format!("{password}\n");
-    match crate::process::run(&mut cmd, Some(input.as_bytes()), Duration::from_secs(120)) {
+    let result = crate::probe::run_pam_helper(image, runtime, &user.name, password, |cmd| {
+        cmd.env(format!("{prefix}USER"), &user.name)
+            .env(format!("{prefix}PASSWORD"), password);
+    });
+    match result {
         Ok(output) if output.success() => Check::ok(
             "image sign-in",
             "pam-helper accepts the session's credentials",

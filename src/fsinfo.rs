@@ -25,7 +25,7 @@ const NETWORK_TYPES: &[&str] = &[
     "9p",
 ];
 
-/// The type of the file system that holds `path`, from the longest matching mount point in
+/// Returns the type of the file system that contains `path`, from the longest matching mount point in
 /// /proc/self/mountinfo.
 pub fn fs_type(path: &Path) -> Option<String> {
     let path = std::fs::canonicalize(path).ok()?;
@@ -74,7 +74,7 @@ pub fn is_network(fs_type: &str) -> bool {
     NETWORK_TYPES.contains(&fs_type)
 }
 
-/// Bytes free for unprivileged users on the file system that holds `path`.
+/// Returns the bytes free for unprivileged users on the file system that contains `path`.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(path).ok()?;
     Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)

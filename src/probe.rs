@@ -87,7 +87,7 @@ pub fn probe(image: &Image, runtime: &Runtime) -> Result<Probe> {
             )));
     }
 
-    // The image's environment (from its Docker ENV) holds the versions in Rocker images.
+    // The image's environment (from its Docker ENV) contains the versions in Rocker images.
     let mut cmd = runtime.command();
     cmd.args(["exec", "--cleanenv", "--no-home"]).arg(&image.path).args([
         "/bin/sh",
@@ -128,7 +128,26 @@ pub fn parse_help(text: &str) -> BTreeSet<String> {
     options
 }
 
-/// The error for an option the image's rserver does not know.
+/// Runs the image's pam-helper as rserver does (`<user> rstudio 1`, the password on stdin) and
+/// returns its output. `set_env` adds the variables that carry USER and PASSWORD into the
+/// container, so a caller checks exactly the way its sessions pass them.
+pub fn run_pam_helper(
+    image: &Image,
+    runtime: &Runtime,
+    user: &str,
+    password: &str,
+    set_env: impl FnOnce(&mut std::process::Command),
+) -> Result<crate::process::Output> {
+    let mut cmd = runtime.command();
+    cmd.args(["exec", "--cleanenv", "--no-home"])
+        .arg(&image.path)
+        .args([PAM_HELPER, user, "rstudio", "1"]);
+    set_env(&mut cmd);
+    let input = format!("{password}\n");
+    crate::process::run(&mut cmd, Some(input.as_bytes()), Duration::from_secs(120))
+}
+
+/// Builds the error for an option the image's rserver does not know.
 pub fn unsupported(option: &str, probe: &Probe, why: &str) -> Error {
     Error::usage(format!(
         "this image's rserver ({}) does not support --{option}",

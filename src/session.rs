@@ -92,7 +92,7 @@ pub struct ServerRecord {
     #[serde(default)]
     pub log_lines: Vec<String>,
     pub hint: Option<String>,
-    /// How many R sessions were told to save their state at the end.
+    /// The number of R sessions signalled to save their state at the end.
     #[serde(default)]
     pub sessions_suspended: u32,
     /// How many R sessions wrote their suspended state at the end.
@@ -117,7 +117,7 @@ pub struct Problem {
     pub hint: String,
 }
 
-/// What a user needs to connect; kept in a 0600 file because it holds the password.
+/// The details a user needs to connect, kept in a 0600 file because they include the password.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Connection {
     pub url: String,

@@ -194,7 +194,8 @@ mod tests {
         assert_eq!(pending.reason.as_deref(), Some("Resources"));
         assert_eq!(pending.node, None);
         let running = parse_squeue("RUNNING|None|1:02|vm\n").unwrap();
-        assert!(!running.is_pending() && !running.is_finished());
+        assert!(!running.is_pending());
+        assert!(!running.is_finished());
         assert_eq!(running.node.as_deref(), Some("vm"));
         assert_eq!(running.reason, None);
         assert!(parse_squeue("").is_none());

@@ -498,14 +498,14 @@ impl<'a> Supervisor<'a> {
     /// started the same way as rserver's, before rserver starts. rserver signs users in through
     /// this helper, so a rejection here means every sign-in would fail.
     fn check_sign_in(&self, password: &str) -> Result<()> {
-        let mut cmd = self.record.runtime.command();
-        cmd.args(["exec", "--cleanenv", "--no-home"])
-            .arg(&self.record.image.path)
-            .args([crate::probe::PAM_HELPER, &self.user.name, "rstudio", "1"]);
-        self.set_container_env(&mut cmd, password);
-        let input = format!("{password}\n");
-        let output =
-            crate::process::run(&mut cmd, Some(input.as_bytes()), Duration::from_secs(120))?;
+        let record = self.record;
+        let output = crate::probe::run_pam_helper(
+            &record.image,
+            &record.runtime,
+            &self.user.name,
+            password,
+            |cmd| self.set_container_env(cmd, password),
+        )?;
         if output.success() {
             return Ok(());
         }
@@ -710,7 +710,7 @@ impl<'a> Supervisor<'a> {
         sessions.len() as u32
     }
 
-    /// The pids of the R sessions below the supervisor.
+    /// Returns the pids of the R sessions below the supervisor.
     fn rsession_pids(&self) -> Vec<i32> {
         let own = std::process::id() as i32;
         procs::descendants(own, &procs::all())

@@ -78,7 +78,7 @@ impl NodeDirs {
     }
 }
 
-/// Where the session runs, as the supervisor sees it.
+/// The node a session runs on and the CPUs it may use.
 pub struct Placement {
     pub node: String,
     pub cpus: Option<u32>,
